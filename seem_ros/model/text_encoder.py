@@ -182,6 +182,8 @@ class LanguageEncoder(nn.Module):
         ``get_text_embeddings(names, is_eval=True, prompt=True)``). With ``templates=False`` the
         bare cleaned name is embedded alone. Computed in the parameters' dtype with autocast off.
         """
+        if not names:
+            raise ValueError('class_embeddings needs at least one class name')
         device, dtype = self.lang_proj.device, self.lang_proj.dtype
         key = (tuple(names), bool(templates), device, dtype)
         if key not in self._vocab_cache:
