@@ -8,15 +8,17 @@ def sine_position_embedding(height, width, num_pos_feats=256, temperature=10000.
                             device=None, dtype=torch.float32):
     """DETR sine encoding of a ``height x width`` grid with no padding mask.
 
-    Normalized cumulative coordinates (scale 2*pi, eps 1e-6), ``num_pos_feats`` features per axis,
+    Normalized cumulative coordinates ``cumsum / (last + eps) * 2*pi`` with eps 1e-6 and no
+    -0.5 offset (the official ``PositionEmbeddingSine(normalize=True)``, checked against the
+    reference pixel-decoder outputs), ``num_pos_feats`` features per axis,
     interleaved sin/cos. Returns a (1, 2*num_pos_feats, height, width) tensor, y features first.
     """
     ones = torch.ones(1, height, width, device=device, dtype=dtype)
     y_embed = ones.cumsum(1, dtype=dtype)
     x_embed = ones.cumsum(2, dtype=dtype)
     eps, scale = 1e-6, 2 * math.pi
-    y_embed = (y_embed - 0.5) / (y_embed[:, -1:, :] + eps) * scale
-    x_embed = (x_embed - 0.5) / (x_embed[:, :, -1:] + eps) * scale
+    y_embed = y_embed / (y_embed[:, -1:, :] + eps) * scale
+    x_embed = x_embed / (x_embed[:, :, -1:] + eps) * scale
     dim_t = torch.arange(num_pos_feats, device=device, dtype=dtype)
     dim_t = temperature ** (2 * torch.div(dim_t, 2, rounding_mode='floor') / num_pos_feats)
     pos_x = x_embed[:, :, :, None] / dim_t
