@@ -56,11 +56,6 @@ def load_manifest(variant: str) -> List[ManifestRow]:
     return read_manifest(MANIFEST_DIR / f'keys_{variant}.tsv')
 
 
-def select_rows(rows: Iterable[ManifestRow], prefix: str) -> List[ManifestRow]:
-    """Rows whose key starts with ``prefix``, with the prefix removed from the key."""
-    return [ManifestRow(r.key[len(prefix):], r.shape, r.dtype) for r in rows if r.key.startswith(prefix)]
-
-
 def synthetic_tensor(key: str, shape: Tuple[int, ...]) -> torch.Tensor:
     """The float32 CPU tensor the reference weight rule assigns to ``key`` (full official key)."""
     shape = tuple(shape)

@@ -87,6 +87,23 @@ def test_any_input_size_is_padded_to_the_patch_grid(focal_t):
     assert tuple(mask_features.shape) == (1, 512, 18, 23) and tuple(encoder_features.shape) == (1, 512, 3, 3)
 
 
+@pytest.mark.parametrize('block,levels,padding', [('focal_dw', 3, 3), ('focal', 4, 2)])
+def test_small_focalnet_of_each_block_type(block, levels, padding):
+    torch.manual_seed(0)
+    net = FocalNet(block=block, embed_dim=16, depths=(1, 1, 2, 1), focal_levels=(levels,) * 4,
+                   focal_windows=(3,) * 4, stem_padding=padding).eval()
+    with torch.no_grad():
+        features = net(torch.randn(2, 3, 61, 64))
+    assert {name: tuple(value.shape) for name, value in features.items()} == {
+        'res2': (2, 16, 16, 16), 'res3': (2, 32, 8, 8), 'res4': (2, 64, 4, 4), 'res5': (2, 128, 2, 2)}
+    assert all(torch.isfinite(value).all() for value in features.values())
+
+
+def test_unknown_block_type():
+    with pytest.raises(ValueError, match='focal_dw'):
+        FocalNet(block='davit', embed_dim=16, depths=(1,), focal_levels=(2,), focal_windows=(3,), stem_padding=3)
+
+
 def test_autocast_float16(focal_t):
     backbone, pixel_decoder = focal_t
     image = torch.randn(1, 3, 64, 96)

@@ -12,7 +12,7 @@ Conventions: the input is a normalized, padded float image (B, 3, H, W); the out
 use eps 1e-5; GELU is the exact (erf) form.
 """
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -127,7 +127,7 @@ class PatchEmbed(nn.Module):
     """Strided conv + LayerNorm; used as the stem (7x7/4) and as the stage downsample (3x3/2).
 
     The input is first zero-padded bottom/right to a multiple of ``patch_size`` (official
-    behaviour). (B, C, H, W) -> (B, ceil(H/patch)..., embed_dim) channels-last (B, H', W', C').
+    behaviour). (B, C, H, W) -> channels-last (B, ceil(H/patch), ceil(W/patch), embed_dim).
     """
 
     def __init__(self, *, in_dim: int, embed_dim: int, patch_size: int, kernel_size: int, padding: int):
@@ -154,7 +154,7 @@ class FocalStage(nn.Module):
         self.downsample = (PatchEmbed(in_dim=dim, embed_dim=2 * dim, patch_size=2, kernel_size=3, padding=1)
                            if downsample else None)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B, H, W, C) -> (stage output (B, H, W, C), next stage input (B, H/2, W/2, 2C) or None)."""
         for blk in self.blocks:
             x = blk(x)
