@@ -1,7 +1,5 @@
 """CLIP tokenizer, prompt templates and SEEM language encoder against the official reference (b, c0)."""
-import math
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import reference  # noqa: E402
 
+from seem_ros.model.synthetic import read_manifest, synthetic_state_dict  # noqa: E402
 from seem_ros.model.templates import PROMPT_TEMPLATES, clean_class_name, prompts_for  # noqa: E402
 from seem_ros.model.text_encoder import LanguageEncoder  # noqa: E402
 from seem_ros.model.tokenizer import END_ID, START_ID, count_tokens, tokenize  # noqa: E402
@@ -20,46 +19,21 @@ CLASSES = ['person', 'dog', 'cup', 'sky']
 SENTENCES = ['a red cup', 'the person on the left', 'background']
 
 
-def _synthetic_tensor(key, shape):
-    # TEMPORARY copy of the README weight rule, only for the keys of this module;
-    # to be replaced by seem_ros.model.synthetic.synthetic_tensor once it lands.
-    if len(shape) == 0:
-        return torch.tensor(math.log(1 / 0.07), dtype=torch.float32)
-    g = torch.Generator(device='cpu')
-    g.manual_seed(zlib.crc32(key.encode('utf-8')))
-    n = torch.randn(shape, generator=g, dtype=torch.float32)
-    parts = key.split('.')
-    owner = parts[-2] if parts[-1] == 'weight' else parts[-1]
-    if len(shape) >= 2 and owner in ('token_embedding', 'positional_embedding'):
-        return n
-    if len(shape) >= 2:
-        return n * (1.0 / math.sqrt(math.prod(shape[1:])))
-    if parts[-1].endswith('bias'):
-        return n * 0.1
-    return 1.0 + 0.1 * n
-
-
-def _manifest():
-    rows = []
-    for line in (reference.FIXTURES / 'keys_focalt.tsv').read_text().splitlines():
-        key, shape, _ = line.split('\t')
-        if key.startswith(PREFIX):
-            rows.append((key, tuple(int(s) for s in shape.strip('()').split(',') if s.strip())))
-    return rows
+ROWS = read_manifest(reference.FIXTURES / 'keys_focalt.tsv')
 
 
 @pytest.fixture(scope='module')
 def encoder():
     torch.set_num_threads(2)
     model = LanguageEncoder().eval()
-    model.load_state_dict({k[len(PREFIX):]: _synthetic_tensor(k, s) for k, s in _manifest()}, strict=True)
+    model.load_state_dict(synthetic_state_dict(ROWS, prefix=PREFIX), strict=True)
     return model
 
 
 def test_state_dict_matches_manifest():
     model = LanguageEncoder(width=512, layers=12, heads=8, context_length=77, vocab_size=49408, proj_dim=512)
     mine = [(PREFIX + k, tuple(v.shape)) for k, v in model.state_dict().items()]
-    assert mine == _manifest()
+    assert mine == [(r.key, r.shape) for r in ROWS if r.key.startswith(PREFIX)]
 
 
 def test_tokenizer_ids():
