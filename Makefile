@@ -1,0 +1,36 @@
+# seem_ros: `make demo` and `make test` set up the environment (tools/setup.sh) when needed.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.setup-stamp
+SETUP_INPUTS := tools/setup.sh requirements.txt requirements-torch.txt requirements-nodeps.txt \
+	constraints.txt package.xml CMakeLists.txt setup.py seem_ros/__init__.py \
+	$(wildcard msg/*.msg srv/*.srv)
+# The main job. Until the node and its demo scenes land, the smallest real end-to-end run: two
+# processes exchanging a prompt and the tracked objects it produces over DDS.
+DEMO ?= $(PY) tools/interfaces_demo.py
+PYTEST_ARGS ?=
+
+# A sourced ROS installation would shadow the venv's ROS packages.
+unexport PYTHONPATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH
+
+.PHONY: setup demo test constraints clean
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	VENV=$(VENV) bash tools/setup.sh
+
+demo: $(STAMP)
+	$(DEMO)
+
+test: $(STAMP)
+	$(PY) -m pytest test $(PYTEST_ARGS)
+
+# After changing a pin in requirements*.txt: set up without the old constraints, then freeze the
+# resulting environment into constraints.txt.
+constraints:
+	CONSTRAINTS= VENV=$(VENV) bash tools/setup.sh
+	$(PY) tools/freeze_constraints.py > constraints.txt
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,29 @@
+"""Shared test setup: every ROS test runs isolated from any other ROS traffic.
+
+At import time, before any test can call ``rclpy.init()``, DDS discovery is limited to this machine
+(``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST``, so nothing goes out on the network) and a random
+``ROS_DOMAIN_ID`` is chosen. Both are set in ``os.environ``, so subprocesses started by tests
+inherit them. Tests that may share a domain with a concurrent run on the same machine still get
+their own topic namespace from the ``ros_namespace`` fixture.
+"""
+import os
+import random
+import uuid
+
+import pytest
+
+os.environ['ROS_AUTOMATIC_DISCOVERY_RANGE'] = 'LOCALHOST'
+os.environ['ROS_DOMAIN_ID'] = str(random.SystemRandom().randint(1, 101))
+for _name in ('ROS_LOCALHOST_ONLY', 'ROS_STATIC_PEERS', 'ROS_DISCOVERY_SERVER',
+              'FASTRTPS_DEFAULT_PROFILES_FILE', 'FASTDDS_DEFAULT_PROFILES_FILE'):
+    os.environ.pop(_name, None)
+
+
+def pytest_report_header():
+    return f"ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}, ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST"
+
+
+@pytest.fixture(scope='module')
+def ros_namespace():
+    """A ROS namespace that no other test module or test run uses, e.g. ``/t_3f2a9c0d1e``."""
+    return f'/t_{uuid.uuid4().hex[:10]}'
