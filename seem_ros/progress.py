@@ -84,13 +84,13 @@ class Progress:
 
     def line(self) -> str:
         """The current status text."""
-        parts = [self.label] if self.label else []
+        head = f'{self.label} ' if self.label else ''
         if self.total:
             done = min(self.count / self.total, 1.0)
             filled = int(round(done * 24))
-            parts.append(f'[{"#" * filled}{"." * (24 - filled)}] {self.count}/{self.total} {done:4.0%}')
+            parts = [f'{head}[{"#" * filled}{"." * (24 - filled)}] {self.count}/{self.total} {done:4.0%}']
         else:
-            parts.append(str(self.count))
+            parts = [f'{head}{self.count}']
         parts.append(f'{self.rate:.1f} {self.unit}/s')
         eta = self.eta
         if eta is not None:

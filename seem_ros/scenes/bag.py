@@ -37,7 +37,9 @@ Ground truth sits next to the bag directory ``BAG``:
     ``depth_m``, ``center_px``, ``angle_rad``, ``radius_px``}]}] (every object in every frame),
     ``prompts`` [{``index``, ``frame``, ``stamp_ns``, ``kind``, ``object_id``, ``object_name``,
     and ``text`` | ``point`` [x, y] | ``box`` [x0, y0, x1, y1] | ``reference`` {``scenario``,
-    ``seed``, ``frame``, ``object_id``, ``box``, ``image_key``, ``mask_key``}}].
+    ``seed``, ``include``, ``frames``, ``frame``, ``object_id``, ``box``, ``image_key``,
+    ``mask_key``}}] (reference: the patch is ``box`` of ``frame`` of the scene
+    ``build_scene(scenario, seed, include=include, frames=frames)`` at this size and rate).
 
 Everything is a function of the scene: the same scenario, seed and options give the same
 messages and ground truth.

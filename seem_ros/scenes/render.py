@@ -304,7 +304,7 @@ def _trajectory(duration: float, keys: Sequence[Sequence[float]]) -> Trajectory:
 def _looks(rng: np.random.Generator, n: int, first_compact: bool = False,
            include: Sequence[Tuple[str, str]] = ()) -> List[Tuple[str, str, float]]:
     """``n`` distinct (shape, colour, aspect); ``include`` first, then a compact occluder if asked."""
-    chosen: List[Tuple[str, str]] = list(include)
+    chosen = [(str(shape), str(colour)) for shape, colour in include]
     if first_compact and len(chosen) < n:
         chosen.append((str(rng.choice(_COMPACT)), str(rng.choice(list(PALETTE)))))
     while len(chosen) < n:   # mostly new shapes, sometimes a repeated shape in another colour
@@ -444,6 +444,10 @@ def build_scene(scenario: str = 'demo', seed: int = 0, *, width: int = 640, heig
         raise ValueError(f'frames must be at least 1, got {n_frames}')
     if include and scenario != 'random':
         raise ValueError('include is only supported by the random scenario')
+    for shape, colour in include:
+        if shape not in SHAPES or colour not in PALETTE:
+            raise ValueError(f'include ({shape!r}, {colour!r}): expected a shape of {SHAPES} and a colour of '
+                             f'{tuple(PALETTE)}')
     rng = np.random.default_rng([seed, list(_BUILDERS).index(scenario)])
     cam = Camera.with_fov(width, height)
     duration = max(n_frames - 1, 1) / fps
@@ -582,7 +586,7 @@ def reference_patch(scene: Scene, object_id: int) -> Tuple[ReferencePatch, dict]
     The source is the 'random' scene of seed ``scene.seed + REFERENCE_SEED_OFFSET`` (2 s, same
     size and rate) whose object 1 has the target's looks; the patch is the frame where that
     object is most visible, its visible box grown by 25 % on each side. Returns the patch
-    (``image`` (h, w, 3) uint8, ``mask`` (h, w) bool) and its source description.
+    (``image`` (h, w, 3) uint8, ``mask`` (h, w) bool) and its source (:class:`ScriptedPrompt`).
     """
     obj = scene.object(object_id)
     cam = scene.camera
@@ -593,7 +597,8 @@ def reference_patch(scene: Scene, object_id: int) -> Tuple[ReferencePatch, dict]
     mx, my = (x1 - x0) // 4, (y1 - y0) // 4
     x0, y0, x1, y1 = max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, cam.width), min(y1 + my, cam.height)
     patch = ReferencePatch(image=best.rgb[y0:y1, x0:x1].copy(), mask=best.mask(1)[y0:y1, x0:x1].copy())
-    source = {'scenario': other.scenario, 'seed': other.seed, 'frame': best.index, 'object_id': 1,
+    source = {'scenario': other.scenario, 'seed': other.seed, 'include': [[obj.shape, obj.colour]],
+              'frames': other.n_frames, 'frame': best.index, 'object_id': 1,
               'box': [int(x0), int(y0), int(x1), int(y1)]}
     return patch, source
 
