@@ -10,7 +10,9 @@ import importlib
 import sys
 
 # command name -> (module with main(argv), one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    'generate': ('seem_ros.scenes.cli', 'render a procedural scene into a rosbag2 with ground truth'),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
