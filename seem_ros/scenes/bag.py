@@ -61,7 +61,7 @@ from rosbags.typesys.store import Typestore
 
 from seem_ros.prompts import ReferencePatch
 
-from .render import Camera, Frame, Scene, ScriptedPrompt, depth_to_mm, render_frame, scripted_prompts
+from .render import Camera, RenderedFrame, Scene, ScriptedPrompt, depth_to_mm, render_frame, scripted_prompts
 
 TOPICS = {
     'image': '/camera/image_raw',
@@ -170,7 +170,7 @@ def _list(a: Optional[np.ndarray]) -> Optional[list]:
     return None if a is None else [float(x) for x in a]
 
 
-def _frame_json(frame: Frame, stamp: int) -> dict:
+def _frame_json(frame: RenderedFrame, stamp: int) -> dict:
     return {'index': frame.index, 'stamp_ns': stamp, 'objects': [
         {'id': o.id, 'visible_px': o.visible_px, 'area_px': o.area_px, 'visibility': round(o.visibility, 6),
          'bbox': None if o.bbox is None else [int(v) for v in o.bbox], 'centroid_m': _list(o.centroid),

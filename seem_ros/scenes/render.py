@@ -179,7 +179,7 @@ class ObjectState:
 
 
 @dataclass(frozen=True)
-class Frame:
+class RenderedFrame:
     """One rendered frame: ``rgb`` (H, W, 3) uint8 (blur and noise applied), ``depth`` (H, W)
     float32 metres (exact, aligned with ``rgb``), ``ids`` (H, W) uint16 instance id map (0 =
     background, occlusion respected, sharp at mid-exposure) and ``objects`` in id order."""
@@ -487,7 +487,7 @@ def _blur_kernel(d: np.ndarray) -> np.ndarray:
     return k / k.sum()
 
 
-def render_frame(scene: Scene, index: int) -> Frame:
+def render_frame(scene: Scene, index: int) -> RenderedFrame:
     """Render frame ``index`` (0 <= index < n_frames) with its ground truth."""
     if not 0 <= index < scene.n_frames:
         raise IndexError(f'frame {index} outside 0..{scene.n_frames - 1}')
@@ -528,8 +528,9 @@ def render_frame(scene: Scene, index: int) -> Frame:
         if np.hypot(*motion) >= 1.0:
             a = cv2.filter2D(a, -1, _blur_kernel(motion), borderType=cv2.BORDER_CONSTANT)
         a = a[sub][..., None]
-        yy, xx = np.mgrid[fy0:fy1, fx0:fx1].astype(np.float32)
-        shade = 1.0 + 0.15 * ((xx - centre[0]) * scene.light[0] + (yy - centre[1]) * scene.light[1]) / r
+        xs = (np.arange(fx0, fx1, dtype=np.float32) - centre[0]) * (0.15 * scene.light[0] / r)
+        ys = (np.arange(fy0, fy1, dtype=np.float32) - centre[1]) * (0.15 * scene.light[1] / r)
+        shade = 1.0 + ys[:, None] + xs[None, :]
         layer = shade[..., None] * np.asarray(PALETTE[obj.colour], np.float32)
         patch = img[fy0:fy1, fx0:fx1]
         patch += a * (layer - patch)
@@ -552,7 +553,7 @@ def render_frame(scene: Scene, index: int) -> Frame:
     noise_rng = np.random.default_rng([scene.seed, index])
     noise = cv2.LUT(noise_rng.integers(0, 256, (h, w, 3), dtype=np.uint8), _NOISE_LUT * scene.noise_sigma)
     rgb = cv2.add(img, noise, dtype=cv2.CV_8U)
-    return Frame(index, t, rgb, depth, ids, tuple(objects))
+    return RenderedFrame(index, t, rgb, depth, ids, tuple(objects))
 
 
 # --------------------------------------------------------------------------- prompts
