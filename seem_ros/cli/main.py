@@ -11,6 +11,8 @@ import sys
 
 # command name -> (module with main(argv), one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    'segment': ('seem_ros.cli.segment', 'segment one image with text/click/box/scribble/mask/referring prompts'),
+    'synth-checkpoint': ('seem_ros.cli.synth_checkpoint', 'write an official-format checkpoint with synthetic weights'),
     'generate': ('seem_ros.scenes.cli', 'render a procedural scene into a rosbag2 with ground truth'),
 }
 

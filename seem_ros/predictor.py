@@ -1,0 +1,396 @@
+"""SeemPredictor: encode an image once, then answer many prompts (the SAM predictor split).
+
+``set_image`` runs the backbone and pixel decoder once and caches the features; ``predict`` runs
+the SEEM decoder for any list of :class:`~seem_ros.prompts.ObjectPrompt` (one mask per object, all
+objects in one decoder pass in v1); ``segment_everything`` / ``semantic`` / ``instances`` run the
+open-vocabulary object-query path. Text embeddings and encoded referring patches are cached.
+
+Conventions: images are (H, W, 3) uint8 RGB; output masks are (H, W) bool at the size given to
+``set_image``; pixel coordinates are (x, y) of that image.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .model.build import build_seem
+from .model.postprocess import (instance_inference, panoptic_inference, resize_mask_logits,
+                                semantic_inference)
+from .model.preprocess import normalize_and_pad, resize_short_side
+from .model.query_decoder import grounding_match
+from .model.seem import ImageFeatures, SeemModel
+from .model.spatial import SpatialPrompts
+from .prompts import ObjectPrompt, ReferencePatch
+from .rasterize import rasterize
+
+_REFERENCE_CACHE_SIZE = 8
+
+
+@dataclass
+class SeemResult:
+    """Masks for N prompted objects, in prompt order.
+
+    masks: (N, H, W) bool. scores: (N,) float32, the official selection score (visual prompts:
+    ``mask_embed . prompt_mean``; text: the grounding score ``clamp(exp(logit_scale),100)*cos``).
+    confidence: (N,) float32 in [0, 1], mean mask probability inside the mask (0 when empty).
+    labels: object names (text, name, or 'object'). selected_index: (N,) int64, v1: index into
+    the 3·P spatial queries, v0: into the 101 queries, text: the matched grounding query.
+    prev_mask: (N, H/4, W/4) float32 low-resolution logits of the padded input; pass them back as
+    ``prev_mask`` for the same prompts in the next round. embeddings: (N, C) float32 L2-normalized
+    ``decoder_norm(q) @ class_embed`` of the selected query (appearance/semantics, for tracking).
+    """
+
+    masks: np.ndarray
+    scores: np.ndarray
+    confidence: np.ndarray
+    labels: List[str]
+    selected_index: np.ndarray
+    prev_mask: np.ndarray
+    embeddings: np.ndarray
+
+
+@dataclass
+class Segment:
+    """One everything-mode segment: label, score, (H, W) bool mask, (C,) normalized embedding."""
+
+    label: str
+    score: float
+    mask: np.ndarray
+    embedding: np.ndarray
+    category: int = -1
+
+
+@dataclass
+class PanopticResult:
+    """Open-vocabulary panoptic result: ``id_map`` (H, W) int32 (0 = void, i = segments[i-1])."""
+
+    id_map: np.ndarray
+    segments: List[Segment] = field(default_factory=list)
+
+
+@dataclass
+class _Image:
+    features: ImageFeatures
+    original_size: tuple   # (H, W) given to set_image
+    input_size: tuple      # (h, w) after the short-side resize
+
+
+class SeemPredictor:
+    """Stateful SEEM inference on one image at a time.
+
+    Args:
+        model: a :class:`SeemModel` in eval mode (see :func:`seem_ros.model.build.build_seem`).
+        short_side: resize images so the short side has this length (0 = keep the size).
+        deterministic: reproducible prompt sampling (seeded generator above 512 prompt pixels);
+            the spatial query choice is always the fixed rule ``prompt p -> queries 3p..3p+2``.
+        precision: 'fp32', or 'fp16'/'bf16' autocast (CUDA).
+        seed: seed of the sampling generator in deterministic mode.
+    """
+
+    def __init__(self, model: SeemModel, *, short_side: int = 512, deterministic: bool = True,
+                 precision: str = 'fp32', seed: int = 0):
+        if precision not in ('fp32', 'fp16', 'bf16'):
+            raise ValueError(f'unknown precision {precision!r}; expected fp32, fp16 or bf16')
+        self.model = model.eval()
+        self.short_side = int(short_side)
+        self.deterministic = deterministic
+        self.precision = precision
+        self.seed = seed
+        self.timings: Dict[str, float] = {}
+        self._image: Optional[_Image] = None
+        self._references: OrderedDict = OrderedDict()
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint, *, variant='focalt', version='v1', device='cpu', **kwargs) -> 'SeemPredictor':
+        """Build ``variant`` (decoder ``version``), strictly load ``checkpoint`` and wrap it."""
+        return cls(build_seem(variant, version=version, checkpoint=checkpoint, device=device), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def version(self) -> str:
+        return self.model.decoder.version
+
+    # ------------------------------------------------------------------ helpers
+    @contextmanager
+    def _timed(self, stage):
+        start = time.perf_counter()
+        yield
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+        self.timings[stage] = (time.perf_counter() - start) * 1000.0
+
+    @contextmanager
+    def _inference(self):
+        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision)
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            yield
+
+    def _encode(self, image) -> _Image:
+        image = np.asarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}')
+        if min(image.shape[:2]) < 1:
+            raise ValueError(f'empty image ({image.shape[1]}x{image.shape[0]})')
+        resized = resize_short_side(image, self.short_side)
+        tensor, valid = normalize_and_pad(resized, self.model.size_divisibility, device=self.device)
+        with self._inference():
+            features = self.model.encode_image(tensor, valid)
+        return _Image(features, tuple(image.shape[:2]), tuple(valid))
+
+    def _generator(self):
+        generator = torch.Generator(device=self.device)
+        generator.manual_seed(self.seed if self.deterministic else int(torch.seed()))
+        return generator
+
+    def _require_image(self) -> _Image:
+        if self._image is None:
+            raise RuntimeError('no image set: call set_image() before predicting')
+        return self._image
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image) -> None:
+        """Encode ``image`` ((H, W, 3) uint8 RGB) once; later calls reuse its features."""
+        with self._timed('encoder'):
+            self._image = self._encode(image)
+
+    def reset_image(self) -> None:
+        """Forget the current image's features."""
+        self._image = None
+
+    # ------------------------------------------------------------------ prompts
+    def _prompt_masks(self, img: _Image, prompts: Sequence[ObjectPrompt]):
+        """(P, Hp, Wp) positive and negative bool masks of the visual prompts on ``img``."""
+        hp, wp = img.features.padded_size
+        h, w = img.input_size
+        pos = torch.zeros(len(prompts), hp, wp, dtype=torch.bool)
+        neg = torch.zeros_like(pos)
+        for i, prompt in enumerate(prompts):
+            p, n = rasterize(prompt, img.original_size, (h, w))
+            pos[i, :h, :w] = torch.from_numpy(p)
+            neg[i, :h, :w] = torch.from_numpy(n)
+        return pos.to(self.device), neg.to(self.device)
+
+    def encode_reference(self, reference: ReferencePatch) -> SpatialPrompts:
+        """Encode a referring patch (official ``task='refimg'``) on its own image; cached by content."""
+        key = hashlib.sha1(np.ascontiguousarray(reference.image).tobytes()
+                           + np.packbits(np.asarray(reference.mask, bool)).tobytes()).hexdigest()
+        if key in self._references:
+            self._references.move_to_end(key)
+            return self._references[key]
+        mask = np.asarray(reference.mask, bool)
+        if mask.shape != np.asarray(reference.image).shape[:2]:
+            raise ValueError(f'reference mask {mask.shape} does not match its image {np.asarray(reference.image).shape[:2]}')
+        if not mask.any():
+            raise ValueError('reference mask is empty')
+        img = self._encode(reference.image)
+        pos, neg = self._prompt_masks(img, [ObjectPrompt(mask=mask)])
+        feats = img.features
+        with self._inference():
+            encoded = self.model.decoder.encode_prompts(feats.multi_scale_features, feats.mask_features, pos, neg,
+                                                        generator=self._generator())
+        self._references[key] = encoded
+        while len(self._references) > _REFERENCE_CACHE_SIZE:
+            self._references.popitem(last=False)
+        return encoded
+
+    def _spatial_passes(self, img: _Image, prompts: Sequence[ObjectPrompt]) -> List[tuple]:
+        """Decoder passes for the visual objects: ``[(object indices, SpatialPrompts), ...]``.
+
+        v1: one pass for all objects (objects with pixels on the target image are encoded
+        together, as the official multi-prompt path; referring patches are appended). v0: one pass
+        per object.
+        """
+        decoder = self.model.decoder
+        feats = img.features
+        direct = [i for i, p in enumerate(prompts) if p.has_visual]
+        referring = [i for i, p in enumerate(prompts) if not p.has_visual]
+
+        def encode(indices):
+            pos, neg = self._prompt_masks(img, [prompts[i] for i in indices])
+            with self._inference():
+                return decoder.encode_prompts(feats.multi_scale_features, feats.mask_features, pos, neg,
+                                              generator=self._generator())
+
+        if decoder.version == 'v0':
+            return ([([i], encode([i])) for i in direct]
+                    + [([i], self.encode_reference(prompts[i].reference)) for i in referring])
+        groups = ([encode(direct)] if direct else []) + [self.encode_reference(prompts[i].reference)
+                                                         for i in referring]
+        return [(direct + referring, _concat_prompts(groups))]
+
+    def predict(self, prompts: Sequence[ObjectPrompt], prev_mask: Optional[np.ndarray] = None) -> SeemResult:
+        """Segment one object per prompt on the current image.
+
+        Objects with visual input (clicks, boxes, scribbles, masks) or a referring patch use the
+        spatial path (v1: all in one decoder pass; v0: one pass per object); text-only objects use
+        text grounding (all sentences in the same pass, official ``evaluate_grounding``). Text that
+        accompanies visual input re-ranks the object's candidate queries by text similarity.
+
+        Args:
+            prompts: the objects; an empty prompt raises ValueError.
+            prev_mask: (N, H/4, W/4) float logits from the previous round's ``prev_mask`` for the
+                same N prompts (enables the memory prompts of visual objects), or None.
+        Raises:
+            RuntimeError: no image set. ValueError / PromptError: unusable prompts.
+        """
+        img = self._require_image()
+        prompts = list(prompts)
+        for i, p in enumerate(prompts):
+            if p.is_empty:
+                raise ValueError(f'prompt {i} is empty (no text, pixels or referring patch)')
+        if prev_mask is not None:
+            prev_mask = np.asarray(prev_mask, np.float32)
+            expected = (len(prompts), *img.features.mask_features.shape[-2:])
+            if prev_mask.shape != expected:
+                raise ValueError(f'prev_mask has shape {prev_mask.shape}, expected {expected}')
+        spatial_ids = [i for i, p in enumerate(prompts) if p.has_visual or p.reference is not None]
+        text_ids = [i for i, p in enumerate(prompts) if i not in spatial_ids]
+        n = len(prompts)
+        low = torch.zeros(n, *img.features.mask_features.shape[-2:], device=self.device)
+        scores = torch.zeros(n, device=self.device)
+        selected = torch.zeros(n, dtype=torch.long)
+        embeddings = torch.zeros(n, self.model.decoder.class_embed.shape[1], device=self.device)
+        with self._timed('decoder'):
+            if spatial_ids:
+                self._predict_spatial(img, prompts, spatial_ids, prev_mask, low, scores, selected, embeddings)
+            if text_ids:
+                self._predict_text(img, [prompts[i].text for i in text_ids], text_ids, low, scores, selected,
+                                   embeddings)
+        with self._timed('postprocess'):
+            masks, confidence = self._final_masks(img, low, text_ids)
+        return SeemResult(masks=masks, scores=scores.float().cpu().numpy(), confidence=confidence,
+                          labels=[p.text or p.name or 'object' for p in prompts],
+                          selected_index=selected.numpy(), prev_mask=low.float().cpu().numpy(),
+                          embeddings=F.normalize(embeddings.float(), dim=-1).cpu().numpy())
+
+    def _sentence_embeddings(self, texts):
+        with self._inference():
+            return self.model.lang_encoder.encode_sentences(list(texts))
+
+    def _predict_spatial(self, img, prompts, ids, prev_mask, low, scores, selected, embeddings):
+        decoder = self.model.decoder
+        feats = img.features
+        for members, spatial in self._spatial_passes(img, [prompts[i] for i in ids]):
+            rows = [ids[k] for k in members]
+            prev = None if prev_mask is None else torch.from_numpy(prev_mask[rows])[None].to(self.device)
+            with self._inference():
+                out = decoder(feats.multi_scale_features, feats.mask_features, spatial=spatial, prev_mask=prev)
+            logits = out['spatial_logits'][0]                                 # (S, P)
+            texts = [prompts[i].text for i in rows]
+            if any(t.strip() for t in texts):
+                logits = self._rerank_by_text(out['pred_stexts'][0], logits, texts)
+            index = logits.argmax(0)
+            for slot, i in enumerate(rows):
+                q = int(index[slot])
+                low[i] = out['pred_smasks'][0, q].float()
+                scores[i] = out['spatial_logits'][0, q, slot].float()
+                selected[i] = q
+                embeddings[i] = out['pred_stexts'][0, q].float()
+
+    def _rerank_by_text(self, stexts, logits, texts):
+        """Add each prompt's text similarity to its candidate queries' selection logits.
+
+        Both terms are turned into log-probabilities over the prompt's own candidates (softmax of
+        the spatial logits, softmax of the grounding scores), so neither scale dominates.
+        """
+        out = logits.clone()
+        present = [k for k, t in enumerate(texts) if t.strip()]
+        sentences = self._sentence_embeddings([texts[k] for k in present])['class_emb']
+        grounding = self.model.decoder.grounding_scores(stexts[None], sentences)[0]     # (S, n_text)
+        for col, k in enumerate(present):
+            own = torch.isfinite(logits[:, k])
+            out[own, k] = (logits[own, k].float().log_softmax(0) + grounding[own, col].float().log_softmax(0))
+        return out
+
+    def _predict_text(self, img, texts, ids, low, scores, selected, embeddings):
+        feats = img.features
+        sentences = self._sentence_embeddings(texts)
+        tokens = sentences['grounding_tokens'][None]
+        with self._inference():
+            out = self.model.decoder(feats.multi_scale_features, feats.mask_features, grounding_tokens=tokens)
+            grounding = self.model.decoder.grounding_scores(out['pred_gtexts'], sentences['class_emb'])
+        match = grounding_match(grounding)[0]
+        for col, i in enumerate(ids):
+            q = int(match[col])
+            low[i] = out['pred_gmasks'][0, q].float()
+            scores[i] = grounding[0, q, col].float()
+            selected[i] = q
+            embeddings[i] = out['pred_gtexts'][0, q].float()
+
+    def _final_masks(self, img: _Image, low: torch.Tensor, text_ids):
+        """Binary masks at the original size: bilinear (visual) or bicubic-antialias (text) resize."""
+        feats = img.features
+        masks = torch.zeros(len(low), *img.original_size, dtype=torch.bool, device=self.device)
+        prob = torch.zeros(len(low), device=self.device)
+        for mode, rows in (('bicubic', list(text_ids)), ('bilinear', [i for i in range(len(low)) if i not in text_ids])):
+            if not rows:
+                continue
+            logits = resize_mask_logits(low[rows].float(), feats.padded_size, img.input_size, img.original_size,
+                                        final_mode=mode)
+            binary = logits > 0
+            masks[rows] = binary
+            prob[rows] = (logits.sigmoid() * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
+        return masks.cpu().numpy(), prob.cpu().numpy().astype(np.float32)
+
+    # ------------------------------------------------------------------ vocabulary tasks
+    def _object_queries(self, vocabulary: Sequence[str]):
+        names = [v.strip() for v in vocabulary if v.strip()]
+        if not names:
+            raise ValueError('the vocabulary is empty')
+        img = self._require_image()
+        feats = img.features
+        with self._timed('text_encoder'), self._inference():
+            text = self.model.lang_encoder.vocabulary_embeddings(names)
+        with self._timed('decoder'), self._inference():
+            out = self.model.decoder(feats.multi_scale_features, feats.mask_features, text_embeddings=text)
+        with self._timed('postprocess'):
+            logits = resize_mask_logits(out['pred_masks'][0].float(), feats.padded_size, img.input_size,
+                                        img.original_size, final_mode='bicubic')
+        return names, out, logits
+
+    def semantic(self, vocabulary: Sequence[str]) -> np.ndarray:
+        """Per-class score maps (K, H, W) float32 for ``vocabulary`` (official ``sem_seg``)."""
+        _, out, logits = self._object_queries(vocabulary)
+        return semantic_inference(out['pred_logits'][0].float(), logits).cpu().numpy()
+
+    def segment_everything(self, vocabulary: Sequence[str], *, object_mask_threshold: float = 0.8,
+                           overlap_threshold: float = 0.8, stuff: Sequence[str] = ()) -> PanopticResult:
+        """Open-vocabulary panoptic segmentation (Mask2Former merge; thresholds as the official 0.8)."""
+        names, out, logits = self._object_queries(vocabulary)
+        stuff_ids = [names.index(s) for s in stuff if s in names]
+        pan = panoptic_inference(out['pred_logits'][0].float(), logits, object_mask_threshold=object_mask_threshold,
+                                 overlap_threshold=overlap_threshold, stuff_categories=stuff_ids)
+        id_map = pan.id_map.cpu().numpy()
+        emb = F.normalize(out['pred_captions'][0].float(), dim=-1).cpu().numpy()
+        segments = [Segment(label=names[c], score=s, mask=id_map == k + 1, embedding=emb[q], category=c)
+                    for k, (q, c, s) in enumerate(zip(pan.query_index, pan.category, pan.score))]
+        return PanopticResult(id_map=id_map, segments=segments)
+
+    def instances(self, vocabulary: Sequence[str], *, top_k: int = 100) -> Dict[str, np.ndarray]:
+        """Instance segmentation: ``masks`` (N, H, W) bool, ``scores``, ``category``, ``query_index``."""
+        _, out, logits = self._object_queries(vocabulary)
+        inst = instance_inference(out['pred_logits'][0].float(), logits, top_k=top_k)
+        return {k: v.cpu().numpy() for k, v in inst.items()}
+
+
+def _concat_prompts(groups: Sequence[SpatialPrompts]) -> SpatialPrompts:
+    """Join per-object encodings into one multi-prompt encoding (v1 prompt indices offset)."""
+    if len(groups) == 1:
+        return groups[0]
+    offsets = np.cumsum([0] + [len(g.prompt_valid) for g in groups[:-1]])
+    return SpatialPrompts(torch.cat([g.tokens for g in groups], 1),
+                          torch.cat([g.token_prompt + int(o) for g, o in zip(groups, offsets)]),
+                          torch.cat([g.token_valid for g in groups]),
+                          torch.cat([g.pos_mean for g in groups]), torch.cat([g.neg_mean for g in groups]),
+                          torch.cat([g.prompt_valid for g in groups]))
