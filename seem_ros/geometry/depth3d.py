@@ -207,8 +207,15 @@ def frame_geometry(masks: Sequence[np.ndarray], depth_m: np.ndarray, intrinsics:
         intrinsics: of the depth image or of the colour image (same field of view); scaled to the
             depth grid here.
     Returns one :class:`ObjectGeometry` per mask, in order.
+    Raises:
+        ValueError: a mask or the intrinsics with another aspect ratio than the depth (more than
+            1 % apart): they cannot share its field of view, so the depth is not aligned.
     """
     h, w = depth_m.shape
+    for height, width in {(intrinsics.height, intrinsics.width)} | {np.shape(m) for m in masks}:
+        if abs(width * h / (height * w) - 1.0) > 0.01:
+            raise ValueError(f'a {width}x{height} mask or intrinsics and a {w}x{h} depth image differ in aspect '
+                             f'ratio: the depth must be aligned to the colour image (same field of view)')
     grid = intrinsics.scaled_to(w, h)
     return [object_geometry(mask_to_grid(mask, (h, w)), depth_m, grid, erode_px=erode_px, min_points=min_points,
                             return_points=return_points) for mask in masks]

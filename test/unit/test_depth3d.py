@@ -91,7 +91,8 @@ def test_scaled_intrinsics_follow_the_pixel_centre_convention():
     intr = _intrinsics(Camera.with_fov(640, 480))
     half = intr.scaled_to(320, 240)
     expected = Camera.with_fov(320, 240)
-    np.testing.assert_allclose([half.fx, half.fy, half.cx, half.cy], [expected.fx, expected.fy, expected.cx, expected.cy])
+    np.testing.assert_allclose([half.fx, half.fy, half.cx, half.cy],
+                               [expected.fx, expected.fy, expected.cx, expected.cy])
     assert (half.width, half.height) == (320, 240)
     back = half.scaled_to(640, 480)
     np.testing.assert_allclose([back.fx, back.fy, back.cx, back.cy], [intr.fx, intr.fy, intr.cx, intr.cy])
@@ -211,6 +212,12 @@ def test_millimetre_and_metre_depth_give_the_same_centroid():
 
 def test_sizes_must_agree():
     intr = CameraIntrinsics(100.0, 100.0, 7.5, 7.5, 16, 16)
+    depth = np.ones((16, 16), np.float32)
+    assert frame_geometry([np.ones((32, 32), bool)], depth, intr.scaled_to(64, 64))[0].valid
+    with pytest.raises(ValueError, match='aspect ratio'):               # colour 1280x720, depth 640x480
+        frame_geometry([np.ones((9, 16), bool)], depth, intr)
+    with pytest.raises(ValueError, match='aspect ratio'):
+        frame_geometry([], depth, intr.scaled_to(16, 9))
     with pytest.raises(ValueError, match='same size'):
         object_geometry(np.ones((8, 8), bool), np.ones((16, 16), np.float32), intr)
     with pytest.raises(ValueError, match='same size'):
