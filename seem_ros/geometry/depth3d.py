@@ -20,8 +20,8 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-DEPTH_SCALES = {'16UC1': 0.001, 'mono16': 0.001, '32FC1': 1.0}
-"""Depth image encoding -> metres per stored unit (16-bit: millimetres, 32FC1: metres)."""
+DEPTH_ENCODINGS = {'16UC1': (np.uint16, 0.001), 'mono16': (np.uint16, 0.001), '32FC1': (np.float32, 1.0)}
+"""Depth image encoding -> (pixel dtype, metres per stored unit): 16-bit millimetres, 32FC1 metres."""
 
 EXTENT_PERCENTILES = (0.5, 99.5)
 """The extent of an object is the range between these percentiles of its points, per axis (it
@@ -101,19 +101,19 @@ def depth_to_metres(depth: np.ndarray, encoding: str, *, max_depth: float = math
 
     Args:
         depth: (H, W) uint16 millimetres for '16UC1' / 'mono16', float32 metres for '32FC1'.
-        encoding: the image's encoding (see :data:`DEPTH_SCALES`).
+        encoding: the image's encoding (see :data:`DEPTH_ENCODINGS`).
         max_depth: metres; farther depth is invalid.
     Invalid: 0, NaN, +-inf, negative, or beyond ``max_depth``. Returns a new array.
     Raises:
         ValueError: an unknown encoding, or pixels whose dtype does not match it.
     """
-    if encoding not in DEPTH_SCALES:
-        raise ValueError(f"unsupported depth encoding '{encoding}' (supported: {', '.join(DEPTH_SCALES)})")
-    expected = np.uint16 if DEPTH_SCALES[encoding] != 1.0 else np.float32
+    if encoding not in DEPTH_ENCODINGS:
+        raise ValueError(f"unsupported depth encoding '{encoding}' (supported: {', '.join(DEPTH_ENCODINGS)})")
+    dtype, scale = DEPTH_ENCODINGS[encoding]
     depth = np.asarray(depth)
-    if depth.dtype != expected or depth.ndim != 2:
-        raise ValueError(f"'{encoding}' depth must be a 2D {np.dtype(expected)} array, got {depth.dtype} {depth.shape}")
-    metres = depth.astype(np.float32) * np.float32(DEPTH_SCALES[encoding])
+    if depth.dtype != dtype or depth.ndim != 2:
+        raise ValueError(f"'{encoding}' depth must be a 2D {np.dtype(dtype)} array, got {depth.dtype} {depth.shape}")
+    metres = depth.astype(np.float32) * np.float32(scale)
     with np.errstate(invalid='ignore'):
         metres[~((metres > 0) & (metres <= max_depth))] = np.nan   # NaN compares False: also dropped
     return metres

@@ -7,6 +7,7 @@ Every message is in the camera optical frame of the image (pass the image header
 """
 from __future__ import annotations
 
+import array
 from typing import Optional, Sequence
 
 import numpy as np
@@ -69,7 +70,7 @@ def point_cloud(header: Header, geometries: Sequence[ObjectGeometry], ids: Seque
         start = end
     return PointCloud2(header=header, height=1, width=len(cloud), fields=POINT_FIELDS, is_bigendian=False,
                        point_step=POINT_DTYPE.itemsize, row_step=POINT_DTYPE.itemsize * len(cloud),
-                       data=cloud.tobytes(), is_dense=True)
+                       data=array.array('B', cloud.tobytes()), is_dense=True)   # array: no per-byte check
 
 
 def box_markers(header: Header, geometries: Sequence[ObjectGeometry], ids: Sequence[int],

@@ -276,6 +276,10 @@ def test_tracked_object_3d_fields():
     assert (msg.extent.x, msg.extent.y, msg.extent.z) == pytest.approx((0.2, 0.1, 0.0))
     weak = TrackedObject(**ros_outputs.position_fields(_geometry(valid=False)))
     assert weak.has_position and not weak.position_valid and weak.num_points == 3
+    intr = CameraIntrinsics(100.0, 100.0, 7.5, 7.5, 16, 16)
+    none = TrackedObject(**ros_outputs.position_fields(
+        object_geometry(np.zeros((16, 16), bool), np.ones((16, 16), np.float32), intr)))
+    assert none.has_position and not none.position_valid and none.num_points == 0 and np.isnan(none.centroid.z)
     unset = TrackedObject(**ros_outputs.position_fields(None))
     assert not unset.has_position and not unset.position_valid and unset.num_points == 0
 
