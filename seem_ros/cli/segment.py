@@ -59,6 +59,8 @@ def _polyline(text, flag):
 
 def _read_image(path, flag, grayscale=False):
     import cv2
+    if not Path(path).is_file():
+        raise ArgumentProblem(f'{flag} {path}: file not found')
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE if grayscale else cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ArgumentProblem(f'{flag} {path}: cannot read the image file')
