@@ -199,6 +199,9 @@ def create_backend(name: str, *, model=None, checkpoint=None, variant: str = 'fo
     ``device``: CUDA device for the CUDA backends (default ``cuda``).
     """
     cuda = torch.device(device) if device is not None and torch.device(device).type == 'cuda' else torch.device('cuda')
+    if name.endswith('-cpu') and precision != 'fp32':
+        _log_once(logging.INFO, f'{name} runs fp32 ({precision} is for CUDA backends)')
+        precision = 'fp32'
     if name in ('torch-cuda', 'torch-cpu'):
         from .torch_backend import TorchBackend
         return TorchBackend.create(model=model, checkpoint=checkpoint, variant=variant, version=version,
