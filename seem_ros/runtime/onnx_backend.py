@@ -42,6 +42,8 @@ def _pad(t: torch.Tensor, length: int, dim: int = 0) -> torch.Tensor:
 class GraphBackend(Backend):
     """Common part of the backends that run exported graphs (see the module docstring).
 
+    ``text_chunk``: most sequences per ``text`` graph run (TensorRT: its profile's maximum batch).
+
     Args:
         onnx_dir: a ``seem-ros export`` output directory (``manifest.json`` + ``.onnx`` files).
         device: where inputs are taken from and outputs are returned.
@@ -67,6 +69,7 @@ class GraphBackend(Backend):
         self.max_spatial_points = cfg['max_spatial_points']
         self.size_divisibility = cfg['size_divisibility']
         self.p_max, self.t_max, self.n_max = cfg['p_max'], cfg['t_max'], cfg['n_max']
+        self.text_chunk = TEXT_MAX_BATCH
         self._entry(graph_name('text', None, precision))
 
     # ------------------------------------------------------------------ graphs
@@ -118,7 +121,7 @@ class GraphBackend(Backend):
                              tuple(valid_size or padded))
 
     def encode_text(self, input_ids: torch.Tensor) -> Dict[str, torch.Tensor]:
-        parts = [self._call('text', None, {'input_ids': chunk}) for chunk in torch.split(input_ids, TEXT_MAX_BATCH)]
+        parts = [self._call('text', None, {'input_ids': chunk}) for chunk in torch.split(input_ids, self.text_chunk)]
         return {key: torch.cat([p[key] for p in parts]) for key in ('token_emb', 'class_emb')}
 
     def _features(self, features: ImageFeatures) -> Dict[str, torch.Tensor]:
