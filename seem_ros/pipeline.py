@@ -24,6 +24,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
+from .geometry.depth3d import CameraIntrinsics, nearest_by_stamp
 from .overlay import draw_overlay, label_image
 from .prompts import ObjectPrompt
 
@@ -59,14 +60,14 @@ class Frame:
         stamp_ns: capture time in nanoseconds (the image header stamp).
         frame_id: the image's coordinate frame.
         depth: aligned depth (h, w) float32 in metres, NaN where invalid, or None.
-        intrinsics: 3x3 camera matrix K of ``image``, or None.
+        intrinsics: the camera intrinsics of ``image``, or None.
     """
 
     image: np.ndarray
     stamp_ns: int
     frame_id: str = ''
     depth: Optional[np.ndarray] = None
-    intrinsics: Optional[np.ndarray] = None
+    intrinsics: Optional[CameraIntrinsics] = None
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -176,8 +177,7 @@ class StampedBuffer:
 
     def nearest(self, stamp_ns: int, tolerance_ns: int):
         """The item whose stamp is nearest to ``stamp_ns`` within ``tolerance_ns``, else None."""
-        best = min(self._items, key=lambda entry: abs(entry[0] - stamp_ns), default=None)
-        return best[1] if best is not None and abs(best[0] - stamp_ns) <= tolerance_ns else None
+        return nearest_by_stamp(self._items, stamp_ns, tolerance_ns)
 
     def newest(self):
         return self._items[-1][1] if self._items else None
@@ -377,15 +377,16 @@ class Pipeline:
     Args:
         predictor: a ``SeemPredictor`` (or anything with the same three methods).
         config: :class:`PipelineConfig`.
+        ids: id source; pass the previous pipeline's to never reuse an id within a process.
     """
 
-    def __init__(self, predictor, config: PipelineConfig):
+    def __init__(self, predictor, config: PipelineConfig, ids: Optional[IdAllocator] = None):
         self.predictor = predictor
         self._config = config
         self._lock = threading.RLock()
         self._frames = StampedBuffer(config.ring_size)
         self._objects: Dict[int, _Object] = {}
-        self._ids = IdAllocator()
+        self._ids = ids or IdAllocator()
         self._segment_ids = SegmentIds()
 
     @property
@@ -608,7 +609,7 @@ class Pipeline:
         one by one, so that one bad object cannot stop the others (it gets ``None`` and a warning)."""
         try:
             res = self.predictor.predict(list(prompts))
-            return list(res.masks), [float(s) for s in res.scores]
+            return list(res.masks), [float(s) for s in res.confidence]
         except ValueError as exc:
             if len(prompts) == 1:
                 warnings.append(f'object {ids[0]}: {exc}')

@@ -40,7 +40,7 @@ class FakePredictor:
                 masks[i, max(y - 4, 0):y + 5, max(x - 4, 0):x + 5] = True
             elif p.text:
                 masks[i, len(p.text) % h, :] = True
-        return SimpleNamespace(masks=masks, scores=np.full(len(prompts), 0.9, np.float32),
+        return SimpleNamespace(masks=masks, confidence=np.full(len(prompts), 0.9, np.float32),
                                labels=[p.text for p in prompts])
 
     def segment_everything(self, vocabulary):
@@ -203,7 +203,7 @@ def test_lost_object_keeps_id_and_last_box():
     oid, _ = pipe.add_object(click(10, 10))
     first = pipe.process(frame(1)).objects[0]
     pred.predict = lambda prompts, prev_mask=None: SimpleNamespace(
-        masks=np.zeros((len(prompts), H, W), bool), scores=np.zeros(len(prompts), np.float32), labels=[''])
+        masks=np.zeros((len(prompts), H, W), bool), confidence=np.zeros(len(prompts), np.float32), labels=[''])
     lost = pipe.process(frame(2)).objects[0]
     assert (lost.id, lost.state, lost.bbox, lost.last_seen_ns) == (oid, TrackState.LOST, first.bbox, 1)
     assert not lost.mask.any()

@@ -1,0 +1,244 @@
+"""ROS messages <-> numpy and pipeline types: images (with row ``step`` and byte order), prompts,
+tracked-object arrays. Every rejected input raises a ``ValueError`` subclass naming the problem."""
+from __future__ import annotations
+
+import array
+from typing import List, Tuple
+
+import cv2
+import numpy as np
+from builtin_interfaces.msg import Time
+from geometry_msgs.msg import Point, Point32
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from ..geometry.depth3d import DEPTH_ENCODINGS
+from ..geometry.depth3d import depth_to_metres as pixels_to_metres
+from ..mask_codec import CompactMask
+from ..msg import BoundingBox2D, Polyline, Prompt, TrackedObject, TrackedObjectArray
+from ..pipeline import FrameResult, PromptError
+from ..prompts import ObjectPrompt, ReferencePatch
+
+# encoding -> (numpy dtype, channels)
+ENCODINGS = {
+    'rgb8': (np.uint8, 3), 'bgr8': (np.uint8, 3), 'rgba8': (np.uint8, 4), 'bgra8': (np.uint8, 4),
+    'mono8': (np.uint8, 1), '8UC1': (np.uint8, 1), 'mono16': (np.uint16, 1), '16UC1': (np.uint16, 1),
+    '32FC1': (np.float32, 1),
+}
+COLOR_ENCODINGS = ('rgb8', 'bgr8', 'rgba8', 'bgra8', 'mono8')
+MAX_TEXT_TOKENS = 77  # CLIP context, start and end tokens included
+
+
+class ImageError(ValueError):
+    """An image message that cannot be converted."""
+
+
+def stamp_to_ns(stamp) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(ns: int) -> Time:
+    return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
+
+
+def image_to_numpy(msg: Image) -> np.ndarray:
+    """Pixels of a ``sensor_msgs/Image`` as (H, W) or (H, W, C) in native byte order.
+
+    Honours ``step`` (padded rows) and ``is_bigendian``. Raises :class:`ImageError` for an
+    unsupported encoding, a zero size, a ``step`` shorter than a row, or truncated data.
+    """
+    if msg.encoding not in ENCODINGS:
+        raise ImageError(f"unsupported image encoding '{msg.encoding}' (supported: {', '.join(ENCODINGS)})")
+    dtype, channels = ENCODINGS[msg.encoding]
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    if h == 0 or w == 0:
+        raise ImageError(f'zero-size image ({w}x{h})')
+    row = w * channels * np.dtype(dtype).itemsize
+    if step < row:
+        raise ImageError(f"step {step} is shorter than a row of {w} '{msg.encoding}' pixels ({row} bytes)")
+    data = np.frombuffer(msg.data, np.uint8)
+    if data.size < step * (h - 1) + row:
+        raise ImageError(f'truncated image data: {data.size} bytes for {w}x{h} with step {step} '
+                         f'(needs {step * (h - 1) + row})')
+    rows = np.lib.stride_tricks.as_strided(data, (h, row), (step, 1))
+    order = '>' if msg.is_bigendian else '<'
+    pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order)).astype(dtype, copy=False)
+    return pixels.reshape((h, w, channels) if channels > 1 else (h, w))
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an rgb8, bgr8, rgba8, bgra8 or mono8 image."""
+    if msg.encoding not in COLOR_ENCODINGS:
+        raise ImageError(f"unsupported colour image encoding '{msg.encoding}' (supported: {', '.join(COLOR_ENCODINGS)})")
+    pixels = image_to_numpy(msg)
+    if msg.encoding == 'mono8':
+        return np.repeat(pixels[:, :, None], 3, axis=2)
+    if msg.encoding.startswith('bgr'):
+        pixels = pixels[:, :, 2::-1]
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """(H, W, 3) uint8 RGB decoded from a JPEG/PNG ``sensor_msgs/CompressedImage``."""
+    data = np.frombuffer(msg.data, np.uint8)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise ImageError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def depth_to_metres(msg: Image) -> np.ndarray:
+    """(H, W) float32 metres from 16UC1/mono16 (millimetres) or 32FC1 (metres); NaN where invalid."""
+    if msg.encoding not in DEPTH_ENCODINGS:
+        raise ImageError(f"unsupported depth encoding '{msg.encoding}' (supported: {', '.join(DEPTH_ENCODINGS)})")
+    return pixels_to_metres(image_to_numpy(msg), msg.encoding)
+
+
+def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
+    """A dense (step = row size), little-endian ``sensor_msgs/Image`` of ``pixels`` in ``encoding``."""
+    dtype, channels = ENCODINGS[encoding]
+    pixels = np.asarray(pixels)
+    if pixels.dtype != dtype or (pixels.shape[2] if pixels.ndim == 3 else 1) != channels:
+        raise ImageError(f"{pixels.dtype} array of shape {pixels.shape} is not '{encoding}'")
+    h, w = pixels.shape[:2]
+    data = array.array('B', np.ascontiguousarray(pixels, np.dtype(dtype).newbyteorder('<')).tobytes())
+    return Image(header=header, height=h, width=w, encoding=encoding, is_bigendian=0,
+                 step=w * channels * np.dtype(dtype).itemsize, data=data)
+
+
+def _mask_from_image(msg: Image, what: str) -> np.ndarray:
+    if msg.encoding not in ('mono8', '8UC1'):
+        raise PromptError(f"{what} must be mono8, got '{msg.encoding}'")
+    try:
+        return image_to_numpy(msg) != 0
+    except ImageError as exc:
+        raise PromptError(f'{what}: {exc}') from exc
+
+
+def _box_array(boxes) -> np.ndarray:
+    return np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes], np.float32).reshape(-1, 4)
+
+
+def count_tokens(text: str) -> int:
+    """CLIP token count of ``text``, start and end tokens included."""
+    from ..model.tokenizer import count_tokens as count
+    return count([text])[0]
+
+
+def clean_text(text: str) -> Tuple[str, List[str]]:
+    """``text`` stripped, cut to the words that fit in 77 CLIP tokens; returns (text, warnings)."""
+    text = ' '.join(text.split())
+    if not text or count_tokens(text) <= MAX_TEXT_TOKENS:
+        return text, []
+    words = text.split(' ')
+    lo, hi = 0, len(words)   # the longest prefix of lo words fits
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if count_tokens(' '.join(words[:mid])) <= MAX_TEXT_TOKENS else (lo, mid - 1)
+    kept = ' '.join(words[:lo])
+    return kept, [f'text of {count_tokens(text)} tokens exceeds {MAX_TEXT_TOKENS}: truncated to "{kept}"']
+
+
+def text_to_prompts(text: str) -> Tuple[List[ObjectPrompt], List[str]]:
+    """One text prompt per comma-separated item of ``text``; raises :class:`PromptError` when empty."""
+    prompts, warnings = [], []
+    for item in text.split(','):
+        item, item_warnings = clean_text(item)
+        warnings += item_warnings
+        if item:
+            prompts.append(ObjectPrompt(text=item))
+    if not prompts:
+        raise PromptError(f'empty text prompt {text!r}')
+    return prompts, warnings
+
+
+def point_to_prompt(point: Point) -> ObjectPrompt:
+    """A positive click at pixel (x, y) (``geometry_msgs/Point`` as rqt_image_view publishes it)."""
+    return ObjectPrompt(points=np.array([[point.x, point.y]], np.float32), point_labels=np.ones(1, bool))
+
+
+def prompt_from_msg(msg: Prompt) -> Tuple[ObjectPrompt, List[str]]:
+    """The :class:`ObjectPrompt` of a ``seem_ros/Prompt`` message and conversion warnings.
+
+    Pixel fields are checked against the target image later (``pipeline.fit_prompt``), once the
+    frame the prompt refers to is known. Raises :class:`PromptError` for malformed fields.
+    """
+    text, warnings = clean_text(msg.text)
+    points = np.array([[p.x, p.y] for p in msg.points], np.float32).reshape(-1, 2)
+    labels = np.array(msg.point_labels, bool) if len(msg.point_labels) else np.ones(len(points), bool)
+    if len(labels) != len(points):
+        raise PromptError(f'{len(points)} points but {len(labels)} point_labels')
+    scribbles, polygons = [], []
+    for i, line in enumerate(msg.scribbles):
+        xy = np.array([[p.x, p.y] for p in line.points], np.float32).reshape(-1, 2)
+        if len(xy) < (3 if line.closed else 1):
+            raise PromptError(f'scribble {i} has {len(xy)} points; a {"polygon needs 3" if line.closed else "stroke needs 1"}')
+        (polygons if line.closed else scribbles).append(xy)
+    reference = None
+    if msg.reference_image.width:
+        try:
+            ref_image = image_to_rgb(msg.reference_image)
+        except ImageError as exc:
+            raise PromptError(f'reference_image: {exc}') from exc
+        h, w = ref_image.shape[:2]
+        if msg.reference_mask.width:
+            ref_mask = _mask_from_image(msg.reference_mask, 'reference_mask')
+            if ref_mask.shape != (h, w):
+                raise PromptError(f'reference_mask is {ref_mask.shape[1]}x{ref_mask.shape[0]} '
+                                  f'but reference_image is {w}x{h}')
+        else:
+            ref_mask = np.ones((h, w), bool)
+            b = msg.reference_box
+            if b.x_max > b.x_min and b.y_max > b.y_min:
+                ref_mask[:] = False
+                ref_mask[max(int(round(b.y_min)), 0):int(round(b.y_max)), max(int(round(b.x_min)), 0):int(round(b.x_max))] = True
+                if not ref_mask.any():
+                    raise PromptError(f'reference_box {(b.x_min, b.y_min, b.x_max, b.y_max)} lies outside '
+                                      f'the {w}x{h} reference_image')
+        reference = ReferencePatch(ref_image, ref_mask)
+    prompt = ObjectPrompt(
+        text=text, points=points, point_labels=labels, boxes=_box_array(msg.boxes),
+        scribbles=tuple(scribbles), polygons=tuple(polygons),
+        mask=_mask_from_image(msg.mask, 'mask') if msg.mask.width else None,
+        negative_mask=_mask_from_image(msg.negative_mask, 'negative_mask') if msg.negative_mask.width else None,
+        reference=reference, name=msg.object_name)
+    return prompt, warnings
+
+
+def prompt_to_msg(prompt: ObjectPrompt, object_id: int = 0, header: Header = None) -> Prompt:
+    """The ``seem_ros/Prompt`` message of ``prompt`` (inverse of :func:`prompt_from_msg`)."""
+    header = header or Header()
+
+    def mask_image(mask):
+        return numpy_to_image(mask.astype(np.uint8) * 255, 'mono8', header) if mask is not None else Image()
+
+    lines = [Polyline(points=[Point32(x=float(x), y=float(y)) for x, y in np.reshape(line, (-1, 2))], closed=closed)
+             for closed, group in ((False, prompt.scribbles), (True, prompt.polygons)) for line in group]
+    ref = prompt.reference
+    return Prompt(
+        header=header, object_id=int(object_id), object_name=prompt.name, mode=Prompt.REPLACE, text=prompt.text,
+        points=[Point(x=float(x), y=float(y)) for x, y in np.reshape(prompt.points, (-1, 2))],
+        point_labels=[bool(v) for v in np.reshape(prompt.point_labels, -1)],
+        boxes=[BoundingBox2D(x_min=float(b[0]), y_min=float(b[1]), x_max=float(b[2]), y_max=float(b[3]))
+               for b in np.reshape(prompt.boxes, (-1, 4))],
+        scribbles=lines, mask=mask_image(prompt.mask), negative_mask=mask_image(prompt.negative_mask),
+        reference_image=numpy_to_image(ref.image, 'rgb8', header) if ref is not None else Image(),
+        reference_mask=mask_image(ref.mask) if ref is not None else Image())
+
+
+def result_to_msg(result: FrameResult, header: Header) -> TrackedObjectArray:
+    """The ``seem_ros/TrackedObjectArray`` of a pipeline frame result (masks RLE-encoded)."""
+    h, w = result.frame.size
+    objects = []
+    for obj in result.objects:
+        compact = CompactMask.from_mask(obj.mask)
+        x0, y0, x1, y1 = obj.bbox
+        objects.append(TrackedObject(
+            id=obj.id, label=obj.label, score=float(obj.score), state=int(obj.state),
+            last_seen=ns_to_stamp(obj.last_seen_ns),
+            prompt_id=obj.id if obj.prompt is not None else 0,
+            prompt_name=obj.prompt.name if obj.prompt is not None else '',
+            bbox=BoundingBox2D(x_min=float(x0), y_min=float(y0), x_max=float(x1), y_max=float(y1)),
+            mask_x_offset=compact.x_offset, mask_y_offset=compact.y_offset,
+            mask_width=compact.width, mask_height=compact.height, mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes())))
+    return TrackedObjectArray(header=header, image_width=w, image_height=h, objects=objects)

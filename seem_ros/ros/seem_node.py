@@ -1,0 +1,473 @@
+"""The SEEM lifecycle node: camera images and prompts in, tracked instance masks with ids out.
+
+Thin glue over :class:`seem_ros.pipeline.Pipeline`: messages are converted here, everything else
+happens in the pipeline. Inference runs on a worker thread (the newest image wins); prompt topics
+and services run in their own callback group on a multi-threaded executor.
+
+Run: ``python -m seem_ros.ros.seem_node --ros-args --params-file config/seem.yaml``.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, PointStamped
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy._rclpy_pybind11 import RCLError
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from ..geometry.depth3d import CameraIntrinsics
+from ..msg import Prompt, TrackedObjectArray
+from ..pipeline import Frame, FrameResult, IdAllocator, LatestFrameWorker, Pipeline, PromptError, StampedBuffer
+from ..prompts import ObjectPrompt
+from ..srv import ListObjects, RemoveObject, Reset, SetObject
+from . import conversions as conv
+from .params import RUNTIME, SeemParams, declare, ros_name
+
+DEPTH_BUFFER = 30  # depth images kept for pairing with colour images
+
+
+class KeyedThrottle:
+    """Lets each distinct message through at most once per ``period`` seconds (for per-image errors)."""
+
+    def __init__(self, period: float = 5.0):
+        self.period = period
+        self._last = {}
+
+    def __call__(self, key: str) -> bool:
+        now = time.monotonic()
+        if now - self._last.get(key, -self.period) < self.period:
+            return False
+        self._last[key] = now
+        return True
+
+
+class SeemNode(LifecycleNode):
+    """``seem`` lifecycle node.
+
+    configure: validate parameters, load the checkpoint, create publishers and services (a bad
+    parameter or checkpoint returns FAILURE with the reason logged); activate: subscribe and start
+    the inference worker; deactivate: unsubscribe, stop the worker, drop buffered images and cached
+    GPU memory; cleanup: release the model, publishers and services.
+    """
+
+    def __init__(self, **kwargs):
+        self.params: Optional[SeemParams] = None
+        self.pipeline: Optional[Pipeline] = None
+        self._worker: Optional[LatestFrameWorker] = None
+        self._pubs = {}
+        self._srvs = []
+        self._subs = []
+        self._diag_timer = None
+        self._depth = StampedBuffer(DEPTH_BUFFER)
+        self._ids = IdAllocator()             # outlives pipelines: ids are never reused while the node runs
+        self._lock = threading.Lock()       # guards _depth, _intrinsics, _stats
+        self._intrinsics = None
+        self._stats = {}
+        self._throttle = KeyedThrottle()
+        super().__init__('seem', **kwargs)
+        declare(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._prompt_group = MutuallyExclusiveCallbackGroup()
+        self._input_group = MutuallyExclusiveCallbackGroup()
+
+    # ---------------------------------------------------------------- lifecycle
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Validate parameters, load the model, create publishers and services."""
+        try:
+            params = SeemParams.from_node(self)
+        except ValueError as exc:
+            self.get_logger().error(f'configure failed: invalid parameter: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        checkpoint = Path(params.model__checkpoint).expanduser()
+        if not params.model__checkpoint or not checkpoint.is_file():
+            self.get_logger().error(f"configure failed: model.checkpoint: no such file '{params.model__checkpoint}'")
+            return TransitionCallbackReturn.FAILURE
+        t0 = time.perf_counter()
+        try:
+            from ..predictor import SeemPredictor
+            predictor = SeemPredictor.from_checkpoint(
+                str(checkpoint), variant=params.model__variant, version=params.model__version,
+                device=params.runtime__device, short_side=params.model__short_side,
+                deterministic=params.model__deterministic, precision=params.runtime__precision)
+        except Exception as exc:  # noqa: BLE001 - any loading problem fails the transition
+            self.get_logger().error(f"configure failed: cannot load checkpoint '{checkpoint}' as "
+                                    f'{params.model__variant}/{params.model__version}: {type(exc).__name__}: {exc}')
+            return TransitionCallbackReturn.FAILURE
+        self.params = params
+        self.pipeline = Pipeline(predictor, params.pipeline_config(), self._ids)
+        self._reset_stats()
+        out_qos = QoSProfile(depth=params.qos__depth)
+        self._pubs = {'objects': self.create_lifecycle_publisher(TrackedObjectArray, '~/objects', out_qos),
+                            'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, '~/diagnostics', 10)}
+        if params.publish__label_image:
+            self._pubs['label_image'] = self.create_lifecycle_publisher(Image, '~/label_image', out_qos)
+        if params.publish__overlay:
+            self._pubs['overlay'] = self.create_lifecycle_publisher(Image, '~/overlay', out_qos)
+        group = self._prompt_group
+        self._srvs = [self.create_service(SetObject, '~/set_object', self._on_set_object, callback_group=group),
+                          self.create_service(RemoveObject, '~/remove_object', self._on_remove_object,
+                                              callback_group=group),
+                          self.create_service(Reset, '~/reset', self._on_reset, callback_group=group),
+                          self.create_service(ListObjects, '~/list_objects', self._on_list_objects,
+                                              callback_group=group)]
+        self.get_logger().info(f'configured: {params.model__variant}/{params.model__version} on '
+                               f'{params.runtime__device} ({params.runtime__backend}, {params.runtime__precision}), '
+                               f'short side {params.model__short_side}, mode {params.pipeline__mode}, '
+                               f'loaded in {time.perf_counter() - t0:.1f} s')
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Subscribe to images and prompts and start the inference worker."""
+        p = self.params
+        image_qos = QoSProfile(depth=p.qos__depth, reliability=ReliabilityPolicy.BEST_EFFORT
+                               if p.qos__reliability == 'best_effort' else ReliabilityPolicy.RELIABLE)
+        self._worker = LatestFrameWorker(self._infer, self._on_worker_error)
+        sub, inputs, prompts = self.create_subscription, self._input_group, self._prompt_group
+        if p.input__transport == 'raw':
+            self._subs.append(sub(Image, 'image', self._on_image, image_qos, callback_group=inputs))
+        else:
+            self._subs.append(sub(CompressedImage, 'image/compressed', self._on_compressed, image_qos,
+                                           callback_group=inputs))
+        self._subs.append(sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos,
+                                       callback_group=inputs))
+        if p.input__depth:
+            self._subs.append(sub(Image, 'depth', self._on_depth, image_qos, callback_group=inputs))
+        self._subs += [
+            sub(Prompt, '~/prompt', self._on_prompt, 10, callback_group=prompts),
+            sub(String, '~/text', self._on_text, 10, callback_group=prompts),
+            sub(Point, '~/click', self._on_click, 10, callback_group=prompts),
+            sub(PointStamped, '~/click_stamped', self._on_click_stamped, 10, callback_group=prompts)]
+        self._diag_timer = self.create_timer(p.diagnostics__period, self._publish_diagnostics, callback_group=prompts)
+        self.get_logger().info(f'active: listening on {self.resolve_topic_name("image")}'
+                               f'{"/compressed" if p.input__transport == "compressed" else ""}')
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Unsubscribe, stop the worker, drop buffered images and cached GPU memory."""
+        self._stop_inputs()
+        self.get_logger().info('inactive')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release the model, publishers and services."""
+        self._release()
+        return super().on_cleanup(state)
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop_inputs()
+        self._release()
+        return super().on_shutdown(state)
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.get_logger().error(f'error in state {state.label}: releasing everything')
+        self._stop_inputs()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_inputs(self) -> None:
+        for s in self._subs:
+            self.destroy_subscription(s)
+        self._subs = []
+        if self._diag_timer is not None:
+            self.destroy_timer(self._diag_timer)
+            self._diag_timer = None
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        if self.pipeline is not None:
+            self.pipeline.clear_frames()
+        with self._lock:
+            self._depth.clear()
+        _empty_gpu_cache()
+
+    def _release(self) -> None:
+        for pub in self._pubs.values():
+            self.destroy_lifecycle_publisher(pub)
+        self._pubs = {}
+        for srv in self._srvs:
+            self.destroy_service(srv)
+        self._srvs = []
+        self.pipeline = None
+        self.params = None
+        _empty_gpu_cache()
+
+    def _on_set_parameters(self, changes) -> SetParametersResult:
+        """Validate every change; pipeline.* changes apply at once, the others at the next configure."""
+        values = {ros_name(name): self.get_parameter(ros_name(name)).value
+                  for name in SeemParams.__dataclass_fields__}
+        values.update({c.name: c.value for c in changes})
+        try:
+            new = SeemParams.from_values(values)
+        except (ValueError, TypeError) as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        pipeline = self.pipeline
+        if pipeline is not None:
+            if any(c.name in RUNTIME for c in changes):
+                pipeline.config = replace(new.pipeline_config(), overlay=pipeline.config.overlay,
+                                          overlay_alpha=pipeline.config.overlay_alpha)
+            later = [c.name for c in changes if c.name not in RUNTIME]
+            if later:
+                self.get_logger().info(f'{", ".join(later)} will apply at the next configure')
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- images
+    def _on_image(self, msg: Image) -> None:
+        try:
+            rgb = conv.image_to_rgb(msg)
+        except conv.ImageError as exc:
+            self._image_error(f'image: {exc}')
+            return
+        self._submit(rgb, msg.header)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        try:
+            rgb = conv.compressed_to_rgb(msg)
+        except conv.ImageError as exc:
+            self._image_error(f'image/compressed: {exc}')
+            return
+        self._submit(rgb, msg.header)
+
+    def _on_depth(self, msg: Image) -> None:
+        try:
+            depth = conv.depth_to_metres(msg)
+        except conv.ImageError as exc:
+            self._image_error(f'depth: {exc}')
+            return
+        with self._lock:
+            self._depth.add(conv.stamp_to_ns(msg.header.stamp), depth)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        try:
+            intrinsics = CameraIntrinsics.from_matrix(msg.k, msg.width, msg.height)
+        except ValueError as exc:
+            self._image_error(f'camera_info: {exc}')
+            return
+        with self._lock:
+            self._intrinsics = intrinsics
+
+    def _image_error(self, text: str) -> None:
+        with self._lock:
+            self._stats['input_errors'] += 1
+        if self._throttle(text):
+            self.get_logger().error(f'{text} (dropped; repeats are logged every {self._throttle.period:g} s)')
+
+    def _submit(self, rgb: np.ndarray, header: Header) -> None:
+        pipeline, worker = self.pipeline, self._worker
+        if pipeline is None or worker is None:
+            return
+        with self._lock:
+            frame = Frame(rgb, conv.stamp_to_ns(header.stamp), header.frame_id, intrinsics=self._intrinsics)
+            self._stats['received'] += 1
+            self._stats['last_image'] = time.monotonic()
+        pipeline.remember(frame)
+        worker.submit((frame, time.perf_counter()))
+
+    def _infer(self, item) -> None:
+        """Worker: pair depth, run the pipeline, publish every output with the image header."""
+        frame, received = item
+        pipeline, params = self.pipeline, self.params
+        if pipeline is None:
+            return
+        if params.input__depth:
+            with self._lock:
+                depth = self._depth.nearest(frame.stamp_ns, int(params.input__depth_slop * 1e9))
+                self._stats['depth_paired' if depth is not None else 'depth_missing'] += 1
+            frame = replace(frame, depth=depth)
+        result = pipeline.process(frame)
+        for warning in result.warnings:
+            self.get_logger().warning(warning)
+        self._publish(result)
+        latency = (time.perf_counter() - received) * 1e3
+        with self._lock:
+            s = self._stats
+            s['processed'] += 1
+            s['latency_ms'] = latency
+            s['latency_sum_ms'] += latency
+            s['timings'] = result.timings
+            s['objects'] = len(result.objects)
+
+    def _publish(self, result: FrameResult) -> None:
+        header = Header(stamp=conv.ns_to_stamp(result.frame.stamp_ns), frame_id=result.frame.frame_id)
+        pubs = self._pubs
+        pubs['objects'].publish(conv.result_to_msg(result, header))
+        if 'label_image' in pubs:
+            pubs['label_image'].publish(conv.numpy_to_image(result.label_image, 'mono16', header))
+        if 'overlay' in pubs and result.overlay is not None:
+            pubs['overlay'].publish(conv.numpy_to_image(result.overlay, 'rgb8', header))
+
+    def _on_worker_error(self, exc: BaseException) -> None:
+        with self._lock:
+            self._stats['inference_errors'] += 1
+            self._stats['last_error'] = f'{type(exc).__name__}: {exc}'
+        self.get_logger().error(f'inference failed on an image: {type(exc).__name__}: {exc}')
+
+    # ---------------------------------------------------------------- prompts
+    def _add(self, prompt: ObjectPrompt, source: str, stamp=None, object_id: int = 0, refine: bool = False,
+             warnings=()) -> tuple:
+        """Add/update an object from ``source``; logs the outcome. Returns (id or 0, message)."""
+        pipeline = self.pipeline
+        if pipeline is None:
+            return 0, 'the node is not configured'
+        stamp_ns = conv.stamp_to_ns(stamp) if stamp is not None else 0
+        try:
+            object_id, fit_warnings = pipeline.add_object(prompt, stamp_ns=stamp_ns or None, object_id=object_id,
+                                                          refine=refine)
+        except PromptError as exc:
+            self.get_logger().error(f'{source}: prompt rejected: {exc}')
+            return 0, str(exc)
+        notes = [*warnings, *fit_warnings]
+        for note in notes:
+            self.get_logger().warning(f'{source}: {note}')
+        label = f" '{prompt.name or prompt.text}'" if prompt.name or prompt.text else ''
+        self.get_logger().info(f'{source}: object {object_id}{label}')
+        return object_id, '; '.join(notes) or f'object {object_id}'
+
+    def _on_prompt(self, msg: Prompt) -> None:
+        try:
+            prompt, warnings = conv.prompt_from_msg(msg)
+        except PromptError as exc:
+            self.get_logger().error(f'~/prompt: prompt rejected: {exc}')
+            return
+        self._add(prompt, '~/prompt', msg.header.stamp, msg.object_id, msg.mode == Prompt.REFINE, warnings)
+
+    def _on_text(self, msg: String) -> None:
+        try:
+            prompts, warnings = conv.text_to_prompts(msg.data)
+        except PromptError as exc:
+            self.get_logger().error(f'~/text: prompt rejected: {exc}')
+            return
+        for note in warnings:
+            self.get_logger().warning(f'~/text: {note}')
+        for prompt in prompts:
+            self._add(prompt, '~/text')
+
+    def _on_click(self, msg: Point) -> None:
+        self._add(conv.point_to_prompt(msg), '~/click')
+
+    def _on_click_stamped(self, msg: PointStamped) -> None:
+        self._add(conv.point_to_prompt(msg.point), '~/click_stamped', msg.header.stamp)
+
+    def _on_set_object(self, request, response):
+        try:
+            prompt, warnings = conv.prompt_from_msg(request.prompt)
+        except PromptError as exc:
+            self.get_logger().error(f'~/set_object: prompt rejected: {exc}')
+            response.success, response.message = False, str(exc)
+            return response
+        p = request.prompt
+        object_id, message = self._add(prompt, '~/set_object', p.header.stamp, p.object_id,
+                                       p.mode == Prompt.REFINE, warnings)
+        response.success, response.message, response.object_id = object_id > 0, message, object_id
+        return response
+
+    def _on_remove_object(self, request, response):
+        pipeline = self.pipeline
+        try:
+            if pipeline is None:
+                raise KeyError('the node is not configured')
+            removed = pipeline.remove_object(request.object_id, request.object_name)
+        except KeyError as exc:
+            response.success, response.message = False, exc.args[0]
+            self.get_logger().error(f'~/remove_object: {exc.args[0]}')
+            return response
+        response.success, response.message = True, f'removed object {removed}'
+        self.get_logger().info(f'~/remove_object: removed object {removed}')
+        return response
+
+    def _on_reset(self, request, response):
+        if self.pipeline is not None:
+            self.pipeline.reset()
+        response.success, response.message = self.pipeline is not None, 'all objects removed'
+        self.get_logger().info('~/reset: all objects removed')
+        return response
+
+    def _on_list_objects(self, request, response):
+        infos = self.pipeline.list_objects() if self.pipeline is not None else []
+        response.objects = [conv.prompt_to_msg(info.prompt, info.id) for info in infos]
+        return response
+
+    # ---------------------------------------------------------------- diagnostics
+    def _reset_stats(self) -> None:
+        with self._lock:
+            self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
+                               latency_sum_ms=0.0, timings={}, objects=0, depth_paired=0, depth_missing=0,
+                               last_image=None, last_error='')
+
+    def _publish_diagnostics(self) -> None:
+        params, worker, pipeline = self.params, self._worker, self.pipeline
+        if params is None or pipeline is None:
+            return
+        with self._lock:
+            s = dict(self._stats)
+        dropped = worker.dropped if worker is not None else 0
+        stale = s['last_image'] is None or time.monotonic() - s['last_image'] > 5 * params.diagnostics__period
+        level, message = DiagnosticStatus.OK, 'running'
+        if s['inference_errors']:
+            level, message = DiagnosticStatus.ERROR, f"inference errors, last: {s['last_error']}"
+        elif stale:
+            level, message = DiagnosticStatus.WARN, 'no images received'
+        values = {
+            'backend': params.runtime__backend, 'device': params.runtime__device,
+            'precision': params.runtime__precision, 'model': f'{params.model__variant}/{params.model__version}',
+            'mode': pipeline.config.mode.value, 'frames_received': s['received'], 'frames_processed': s['processed'],
+            'frames_dropped': dropped, 'input_errors': s['input_errors'], 'inference_errors': s['inference_errors'],
+            'latency_ms': round(s['latency_ms'], 1),
+            'latency_mean_ms': round(s['latency_sum_ms'] / s['processed'], 1) if s['processed'] else 0.0,
+            'timings_ms': json.dumps({k: round(v, 1) for k, v in s['timings'].items()}),
+            'objects': s['objects'], 'tracked_objects': len(pipeline.list_objects()),
+        }
+        if params.input__depth:
+            values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'])
+        status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: inference', message=message,
+                                  hardware_id=params.runtime__device,
+                                  values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])
+        self._pubs['diagnostics'].publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()),
+                                                                status=[status]))
+
+
+def _empty_gpu_cache() -> None:
+    import sys
+    torch = sys.modules.get('torch')
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def main(args=None) -> None:
+    """Run the node until SIGINT/SIGTERM; configures and activates it when ``autostart`` is true."""
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = SeemNode()
+        executor = MultiThreadedExecutor(num_threads=3)
+        executor.add_node(node)
+        if node.get_parameter('autostart').value:
+            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+                node.trigger_activate()
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except RCLError:
+        if rclpy.ok():   # a transition interrupted by SIGINT fails with RCLError; anything else is a bug
+            raise
+    finally:
+        if node is not None:
+            node.on_shutdown(None)
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,376 @@
+"""The seem node as users run it: a separate process over real DDS, with a synthetic checkpoint.
+
+The node is started with the documented command (``python -m seem_ros.ros.seem_node --ros-args
+--params-file config/seem.yaml``) plus overrides for a tiny model at a small input size. This
+process publishes images and prompts, calls the services and drives the lifecycle; it checks the
+outputs structurally (stamps, sizes, encodings, id consistency), that bad input leaves the node
+serving with the problem logged, and that lifecycle cycles do not grow its memory.
+"""
+import array
+import itertools
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import Point, PointStamped
+from lifecycle_msgs.msg import State, Transition
+from lifecycle_msgs.srv import ChangeState, GetState
+from rcl_interfaces.srv import SetParameters
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header, String
+
+from ros_helpers import call, spin_until
+from seem_ros.mask_codec import CompactMask
+from seem_ros.msg import BoundingBox2D, Prompt, TrackedObject, TrackedObjectArray
+from seem_ros.srv import ListObjects, RemoveObject, Reset, SetObject
+
+ROOT = Path(__file__).resolve().parents[2]
+H, W = 48, 64
+TIMEOUT = 120.0          # generous: CI machines are shared and the first inference warms up
+STAMPS = itertools.count(1)
+RNG = np.random.default_rng(1)
+SCENE = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def next_stamp():
+    return Time(sec=1000 + next(STAMPS), nanosec=0)
+
+
+def image_msg(rgb, encoding='rgb8', pad=0, stamp=None):
+    """A ``sensor_msgs/Image`` of ``rgb`` in ``encoding``, rows padded with ``pad`` garbage bytes."""
+    pixels = {'rgb8': rgb, 'bgr8': rgb[:, :, ::-1], 'mono8': rgb[:, :, 0],
+              'rgba8': np.dstack([rgb, np.full(rgb.shape[:2], 7, np.uint8)]),
+              'bgra8': np.dstack([rgb[:, :, ::-1], np.full(rgb.shape[:2], 7, np.uint8)])}[encoding]
+    rows = np.ascontiguousarray(pixels).reshape(rgb.shape[0], -1)
+    rows = np.concatenate([rows, np.full((rows.shape[0], pad), 0xEE, np.uint8)], axis=1)
+    return Image(header=Header(stamp=stamp or next_stamp(), frame_id='camera'), height=rgb.shape[0],
+                 width=rgb.shape[1], encoding=encoding, step=rows.shape[1], data=array.array('B', rows.tobytes()))
+
+
+def stamp_ns(stamp):
+    return stamp.sec * 10**9 + stamp.nanosec
+
+
+class NodeProcess:
+    """The node in its own process, output in a log file."""
+
+    def __init__(self, namespace, checkpoint, log_path):
+        self.log_path = log_path
+        self._log = open(log_path, 'w')
+        cmd = [sys.executable, '-m', 'seem_ros.ros.seem_node', '--ros-args', '--params-file', 'config/seem.yaml',
+               '-r', f'__ns:={namespace}', '-p', f'model.checkpoint:={checkpoint}', '-p', 'model.variant:=tiny',
+               '-p', 'model.short_side:=64', '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=5',
+               '-p', 'pipeline.vocabulary:=[cup, table]', '-p', 'diagnostics.period:=0.5']
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, 'OMP_NUM_THREADS': '1'})
+
+    def log(self):
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def rss_mb(self):
+        status = Path(f'/proc/{self.proc.pid}/status').read_text()
+        return int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) / 1024
+
+    def wait_for_log(self, pattern, timeout=30.0):
+        """Wait until the log matches ``pattern`` (a problem the node must report); returns the match."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.log())
+            if found:
+                return found
+            assert self.proc.poll() is None, f'the node died:\n{self.log()}'
+            time.sleep(0.1)
+        raise AssertionError(f'no log line matching {pattern!r}:\n{self.log()}')
+
+    def interrupt(self, timeout=30.0):
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        finally:
+            self._log.close()
+
+
+class Client:
+    """Publishers, subscriptions and service clients of the node's interface, in its namespace."""
+
+    def __init__(self, namespace):
+        self.node = node = rclpy.create_node('seem_test_client', namespace=namespace)
+        self.pubs = {name: node.create_publisher(t, topic, 10) for name, t, topic in [
+            ('image', Image, 'image'), ('compressed', CompressedImage, 'image/compressed'),
+            ('prompt', Prompt, 'seem/prompt'), ('text', String, 'seem/text'), ('click', Point, 'seem/click'),
+            ('click_stamped', PointStamped, 'seem/click_stamped')]}
+        self.objects, self.labels, self.overlays, self.diagnostics = {}, {}, {}, []
+        node.create_subscription(TrackedObjectArray, 'seem/objects',
+                                 lambda m: self.objects.__setitem__(stamp_ns(m.header.stamp), m), 50)
+        node.create_subscription(Image, 'seem/label_image',
+                                 lambda m: self.labels.__setitem__(stamp_ns(m.header.stamp), m), 50)
+        node.create_subscription(Image, 'seem/overlay',
+                                 lambda m: self.overlays.__setitem__(stamp_ns(m.header.stamp), m), 50)
+        node.create_subscription(DiagnosticArray, 'seem/diagnostics', self.diagnostics.append, 50)
+        self.clients = {name: node.create_client(t, f'seem/{name}') for name, t in [
+            ('set_object', SetObject), ('remove_object', RemoveObject), ('reset', Reset),
+            ('list_objects', ListObjects), ('change_state', ChangeState), ('get_state', GetState),
+            ('set_parameters', SetParameters)]}
+
+    def publish(self, name, msg):
+        pub = self.pubs[name]
+        spin_until(self.node, lambda: pub.get_subscription_count() > 0, TIMEOUT, f'the node to subscribe to {name}')
+        pub.publish(msg)
+
+    def process(self, msg, topic='image'):
+        """Publish an image until its objects and label image come back; returns both."""
+        key = stamp_ns(msg.header.stamp)
+        spin_until(self.node, lambda: key in self.objects and key in self.labels, TIMEOUT,
+                   f'outputs for the image stamped {key}', on_idle=lambda: self.publish(topic, msg), idle_period=3.0)
+        return self.objects[key], self.labels[key]
+
+    def call(self, name, request):
+        return call(self.node, self.clients[name], request, TIMEOUT)
+
+    def state(self):
+        return self.call('get_state', GetState.Request()).current_state.id
+
+    def transition(self, transition_id):
+        return self.call('change_state', ChangeState.Request(transition=Transition(id=transition_id))).success
+
+    def set_parameters(self, **values):
+        params = [Parameter(name.replace('__', '.'), value=v).to_parameter_msg() for name, v in values.items()]
+        return self.call('set_parameters', SetParameters.Request(parameters=params)).results
+
+
+@pytest.fixture(scope='module')
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
+    subprocess.run([sys.executable, '-m', 'seem_ros.cli.main', 'synth-checkpoint', '--variant', 'tiny',
+                    '--out', str(path)], check=True, capture_output=True, timeout=300)
+    return path
+
+
+@pytest.fixture(scope='module')
+def seem(ros_namespace, checkpoint, tmp_path_factory):
+    node = NodeProcess(ros_namespace, checkpoint, tmp_path_factory.mktemp('node') / 'node.log')
+    yield node
+    if node.proc.poll() is None:
+        assert node.interrupt() == 0, f'the node did not stop cleanly on SIGINT:\n{node.log()}'
+
+
+@pytest.fixture(scope='module')
+def client(ros_namespace, seem):
+    rclpy.init()
+    c = Client(ros_namespace)
+    yield c
+    c.node.destroy_node()
+    rclpy.shutdown()
+
+
+def decode(array_msg, obj):
+    return CompactMask(obj.mask_x_offset, obj.mask_y_offset, obj.mask_width, obj.mask_height,
+                       np.asarray(obj.mask_rle)).to_mask(array_msg.image_height, array_msg.image_width)
+
+
+def check_outputs(objects, label_msg, sent):
+    """Matching stamps and frames, label-image format, masks of the image size, ids consistent."""
+    assert objects.header == sent.header and label_msg.header == sent.header
+    assert (objects.image_width, objects.image_height) == (sent.width, sent.height)
+    assert (label_msg.encoding, label_msg.width, label_msg.height, label_msg.step) == ('mono16', W, H, 2 * W)
+    labels = np.frombuffer(label_msg.data, '<u2').reshape(H, W)
+    ids = [o.id for o in objects.objects]
+    assert len(set(ids)) == len(ids) and all(1 <= i <= 65535 for i in ids)
+    visible = {o.id for o in objects.objects if o.state != TrackedObject.LOST}
+    assert set(np.unique(labels)) - {0} <= visible
+    for obj in objects.objects:
+        mask = decode(objects, obj)
+        assert mask.shape == (H, W)
+        assert np.all(mask[labels == obj.id]), f'label-image pixels of {obj.id} outside its mask'
+        if mask.any():
+            x0, y0, x1, y1 = obj.bbox.x_min, obj.bbox.y_min, obj.bbox.x_max, obj.bbox.y_max
+            assert (obj.mask_x_offset, obj.mask_y_offset, obj.mask_width, obj.mask_height) == (
+                x0, y0, x1 - x0, y1 - y0)
+            assert 0.0 <= obj.score <= 1.0
+        else:
+            assert obj.state == TrackedObject.LOST
+    return labels
+
+
+def test_configured_and_active_on_start(client):
+    spin_until(client.node, lambda: client.clients['get_state'].service_is_ready(), TIMEOUT, 'the lifecycle services')
+    spin_until(client.node, lambda: client.state() == State.PRIMARY_STATE_ACTIVE, TIMEOUT, 'the active state',
+               idle_period=1.0)
+
+
+def test_prompts_of_every_kind_become_objects(client, seem):
+    first = image_msg(SCENE)
+    client.process(first)                          # the ring buffer now holds a frame
+    client.publish('text', String(data='the red mug, a bottle'))
+    client.publish('click', Point(x=20.0, y=15.0, z=0.0))
+    client.publish('click_stamped', PointStamped(header=first.header, point=Point(x=40.0, y=30.0)))
+    client.publish('prompt', Prompt(header=first.header, object_name='boxed', text='',
+                                    boxes=[BoundingBox2D(x_min=5.0, y_min=5.0, x_max=30.0, y_max=25.0)],
+                                    points=[Point(x=10.0, y=10.0)], point_labels=[False]))
+    ref = image_msg(RNG.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+    patch = client.call('set_object', SetObject.Request(prompt=Prompt(
+        object_name='patch', reference_image=ref, reference_box=BoundingBox2D(x_min=4.0, y_min=4.0,
+                                                                             x_max=16.0, y_max=12.0))))
+    assert patch.success and patch.object_id > 0, patch.message
+    names = ['the red mug', 'a bottle', '', '', 'boxed', 'patch']
+    spin_until(client.node, lambda: len(client.call('list_objects', ListObjects.Request()).objects) == len(names),
+               TIMEOUT, 'six objects in the table', idle_period=1.0)
+    listed = client.call('list_objects', ListObjects.Request()).objects
+    assert sorted(p.object_name or p.text for p in listed) == sorted(names)
+    boxed = next(p for p in listed if p.object_name == 'boxed')
+    assert list(boxed.point_labels) == [False] and len(boxed.boxes) == 1
+
+    for _ in range(2):                             # the frame that applies them, then one that follows them
+        sent = image_msg(SCENE)
+        objects, labels = client.process(sent)
+        check_outputs(objects, labels, sent)
+        assert {o.id for o in objects.objects} == {p.object_id for p in listed}
+        assert {o.id: o.prompt_id for o in objects.objects} == {p.object_id: p.object_id for p in listed}
+    assert next(o for o in objects.objects if o.id == patch.object_id).prompt_name == 'patch'
+
+
+@pytest.mark.parametrize('encoding,pad', [('rgb8', 0), ('bgr8', 4), ('rgba8', 0), ('bgra8', 12), ('mono8', 3),
+                                          ('rgb8', 64)])
+def test_every_encoding_and_padded_rows(client, encoding, pad):
+    sent = image_msg(SCENE, encoding, pad)
+    objects, labels = client.process(sent)
+    check_outputs(objects, labels, sent)
+
+
+def test_overlay_and_diagnostics(client):
+    sent = image_msg(SCENE)
+    client.process(sent)
+    key = stamp_ns(sent.header.stamp)
+    spin_until(client.node, lambda: key in client.overlays, TIMEOUT, 'the overlay')
+    overlay = client.overlays[key]
+    assert (overlay.encoding, overlay.width, overlay.height, overlay.header) == ('rgb8', W, H, sent.header)
+    for _ in range(6):                             # a burst while the model is busy: the newest wins
+        client.publish('image', image_msg(SCENE))
+
+    def values():
+        return {kv.key: kv.value for kv in client.diagnostics[-1].status[0].values} if client.diagnostics else {}
+    spin_until(client.node, lambda: int(values().get('frames_dropped', 0)) > 0, TIMEOUT, 'dropped frames counted')
+    v = values()
+    assert v['backend'] == 'torch' and v['device'] == 'cpu' and float(v['latency_ms']) > 0
+    assert int(v['frames_processed']) > 0
+
+
+def test_bad_inputs_leave_the_node_serving(client, seem):
+    good = image_msg(SCENE)
+    bad_encoding = image_msg(SCENE)
+    bad_encoding.encoding = 'yuv422'
+    empty = image_msg(SCENE)
+    empty.height = empty.width = empty.step = 0
+    empty.data = array.array('B')
+    truncated = image_msg(SCENE)
+    truncated.data = truncated.data[:100]
+    for msg in (bad_encoding, empty, truncated):
+        client.publish('image', msg)
+    seem.wait_for_log(r"ERROR.*unsupported colour image encoding 'yuv422'")
+    seem.wait_for_log(r'ERROR.*zero-size image')
+    seem.wait_for_log(r'ERROR.*truncated image data')
+
+    client.publish('click', Point(x=5000.0, y=10.0))
+    seem.wait_for_log(r'ERROR.*~/click: prompt rejected.*\(5000, 10\) lies outside the 64x48 image')
+    client.publish('text', String(data='  '))
+    seem.wait_for_log(r"ERROR.*~/text: prompt rejected: empty text prompt '  '")
+    client.publish('text', String(data=' '.join(['mug'] * 90)))
+    seem.wait_for_log(r'WARN.*~/text: text of \d+ tokens exceeds 77: truncated')
+    removed = client.call('remove_object', RemoveObject.Request(object_id=4242))
+    assert not removed.success and '4242' in removed.message
+    seem.wait_for_log(r'ERROR.*~/remove_object: no object with id 4242')
+
+    objects, labels = client.process(good)          # still serving
+    check_outputs(objects, labels, good)
+    assert seem.proc.poll() is None
+
+
+def test_runtime_mode_switch_and_validation(client):
+    (ok,) = client.set_parameters(pipeline__mode='both')
+    assert ok.successful, ok.reason
+    sent = image_msg(SCENE)
+    objects, labels = client.process(sent)
+    check_outputs(objects, labels, sent)
+    (bad,) = client.set_parameters(pipeline__mode='sometimes')
+    assert not bad.successful and 'pipeline.mode' in bad.reason
+    (bad,) = client.set_parameters(pipeline__score_threshold=2.0)
+    assert not bad.successful and 'score_threshold' in bad.reason
+    (ok,) = client.set_parameters(pipeline__mode='prompted')
+    assert ok.successful
+
+
+def test_remove_and_reset(client):
+    listed = client.call('list_objects', ListObjects.Request()).objects
+    named = next(p for p in listed if p.object_name == 'boxed')
+    assert client.call('remove_object', RemoveObject.Request(object_name='boxed')).success
+    sent = image_msg(SCENE)
+    objects, _ = client.process(sent)
+    assert named.object_id not in {o.id for o in objects.objects}
+    assert client.call('reset', Reset.Request()).success
+    assert list(client.call('list_objects', ListObjects.Request()).objects) == []
+
+
+def test_lifecycle_cycles_do_not_leak(client, seem):
+    """deactivate/activate, then the full deactivate/cleanup/configure/activate: RSS stays flat."""
+    def cycle(transitions):
+        for transition in transitions:
+            assert client.transition(transition), f'transition {transition} failed:\n{seem.log()}'
+        client.call('set_object', SetObject.Request(prompt=Prompt(points=[Point(x=30.0, y=20.0)])))
+        sent = image_msg(SCENE)
+        objects, labels = client.process(sent)
+        check_outputs(objects, labels, sent)
+        assert client.state() == State.PRIMARY_STATE_ACTIVE
+        return seem.rss_mb()
+
+    short = [cycle([Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE]) for _ in range(5)]
+    full = [cycle([Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE,
+                   Transition.TRANSITION_ACTIVATE]) for _ in range(6)]
+    # The allocator settles in the first cycles; a leaked model would add its size (47 MB) per cycle.
+    assert short[-1] - short[1] < 20, f'RSS grew over deactivate/activate cycles: {short} MB'
+    assert full[-1] - full[2] < 40, f'RSS grew over cleanup/configure cycles: {full} MB'
+    ids = {o.object_id for o in client.call('list_objects', ListObjects.Request()).objects}
+    assert min(ids) > 8, f'an object id was reused after cleanup: {ids}'
+
+
+def test_configure_fails_clearly_then_recovers_with_compressed_input(client, seem, tmp_path):
+    assert client.transition(Transition.TRANSITION_DEACTIVATE)
+    assert client.transition(Transition.TRANSITION_CLEANUP)
+    assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+    results = client.set_parameters(model__checkpoint=str(tmp_path / 'missing.pt'))
+    assert results[0].successful
+    assert not client.transition(Transition.TRANSITION_CONFIGURE)
+    seem.wait_for_log(r"ERROR.*configure failed: model.checkpoint: no such file '.*missing.pt'")
+    garbage = tmp_path / 'garbage.pt'
+    garbage.write_bytes(b'not a checkpoint')
+    client.set_parameters(model__checkpoint=str(garbage))
+    assert not client.transition(Transition.TRANSITION_CONFIGURE)
+    seem.wait_for_log(r"ERROR.*configure failed: cannot load checkpoint '.*garbage.pt'")
+    assert client.state() == State.PRIMARY_STATE_UNCONFIGURED
+
+    checkpoint = re.search(r'model.checkpoint:=(\S+)', ' '.join(seem.proc.args)).group(1)
+    client.set_parameters(model__checkpoint=checkpoint, input__transport='compressed')
+    assert client.transition(Transition.TRANSITION_CONFIGURE)
+    assert client.transition(Transition.TRANSITION_ACTIVATE)
+    ok, jpeg = cv2.imencode('.jpg', cv2.cvtColor(SCENE, cv2.COLOR_RGB2BGR))
+    sent = CompressedImage(header=Header(stamp=next_stamp(), frame_id='camera'), format='jpeg',
+                           data=array.array('B', jpeg.tobytes()))
+    client.call('set_object', SetObject.Request(prompt=Prompt(points=[Point(x=30.0, y=20.0)])))
+    objects, labels = client.process(sent, topic='compressed')
+    check_outputs(objects, labels, image_msg(SCENE, stamp=sent.header.stamp))
+    assert len(objects.objects) == 1
