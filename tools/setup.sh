@@ -45,14 +45,17 @@ fi
 "$PY" -c 'import sys; assert (3, 10) <= sys.version_info[:2] <= (3, 12), "the ROS 2 Jazzy wheels need Python 3.10-3.12"'
 
 # --- 2. dependencies ----------------------------------------------------------------------------
+pip_install() {  # without the warning pip prints for each configured index that lacks a package
+  "$PY" -m pip install -q "$@" 2> >(grep -v 'is ignored: it is neither a file nor a directory' >&2)
+}
 if [ "$INSTALLER" = uv ] && [ ! -x "$VENV/bin/uv" ]; then
   log "installing $UV_PIN"
-  "$PY" -m pip install -q "$UV_PIN" || { log "uv unavailable, using pip"; INSTALLER=pip; }
+  pip_install "$UV_PIN" || { log "uv unavailable, using pip"; INSTALLER=pip; }
 fi
 pkg_install() {  # pkg_install PIP-ARGS...: with uv, falling back to pip
   if [ "$INSTALLER" = uv ] && "$VENV/bin/uv" pip install -q --python "$PY" "$@"; then return; fi
   [ "$INSTALLER" = uv ] && log "uv failed, retrying with pip"
-  "$PY" -m pip install -q "$@"
+  pip_install "$@"
 }
 
 # torch: the CPU file in pip's find-links directory when there is one (uv does not read pip's
