@@ -124,11 +124,11 @@ def sample_points(features: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
     return F.grid_sample(features, grid, mode='bilinear', align_corners=True)[..., 0].transpose(1, 2)
 
 
-def interpolation_matrix(size: int, feature_size: int, *, device=None) -> torch.Tensor:
-    """(size, feature_size) float32 bilinear weights of pixel ``i`` (point ``i / size``) on a
-    feature axis sampled with ``align_corners=True``: ``relu(1 - |i * (feature_size - 1) / size - j|)``."""
-    pos = torch.arange(size, device=device, dtype=torch.float32) / size * (feature_size - 1)
-    grid = torch.arange(feature_size, device=device, dtype=torch.float32)
+def interpolation_matrix(size: int, feature_size: int, *, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(size, feature_size) bilinear weights of pixel ``i`` (point ``i / size``) on a feature axis
+    sampled with ``align_corners=True``: ``relu(1 - |i * (feature_size - 1) / size - j|)``."""
+    pos = torch.arange(size, device=device, dtype=dtype) / size * (feature_size - 1)
+    grid = torch.arange(feature_size, device=device, dtype=dtype)
     return (1.0 - (pos[:, None] - grid[None, :]).abs()).clamp(min=0.0)
 
 
@@ -140,9 +140,10 @@ def mask_mean_features(features: torch.Tensor, masks: torch.Tensor) -> tuple:
     Computed as ``sum_hw A[p, h, w] * features[:, :, h, w]`` with ``A = Wy^T M Wx / count``
     (interpolation matrices from :func:`interpolation_matrix`); no ``nonzero``.
     """
-    weights_y = interpolation_matrix(masks.shape[-2], features.shape[-2], device=features.device)
-    weights_x = interpolation_matrix(masks.shape[-1], features.shape[-1], device=features.device)
-    masks = masks.to(torch.float32)
+    dtype = torch.promote_types(features.dtype, torch.float32)   # at least float32 for the weights
+    weights_y = interpolation_matrix(masks.shape[-2], features.shape[-2], device=features.device, dtype=dtype)
+    weights_x = interpolation_matrix(masks.shape[-1], features.shape[-1], device=features.device, dtype=dtype)
+    masks = masks.to(dtype)
     counts = masks.sum((-2, -1))
     area = weights_y.T @ masks @ weights_x / counts.clamp(min=1.0)[:, None, None]   # (P, Hf, Wf)
     return torch.einsum('phw,bchw->bpc', area.to(features.dtype), features), counts
