@@ -50,6 +50,8 @@ class KeyedThrottle:
         now = time.monotonic()
         if now - self._last.get(key, -self.period) < self.period:
             return False
+        if len(self._last) > 100:
+            self._last = {k: t for k, t in self._last.items() if now - t < self.period}
         self._last[key] = now
         return True
 
@@ -427,7 +429,7 @@ class SeemNode(LifecycleNode):
             'latency_ms': round(s['latency_ms'], 1),
             'latency_mean_ms': round(s['latency_sum_ms'] / s['processed'], 1) if s['processed'] else 0.0,
             'timings_ms': json.dumps({k: round(v, 1) for k, v in s['timings'].items()}),
-            'objects': s['objects'], 'tracked_objects': len(pipeline.list_objects()),
+            'objects': s['objects'], 'prompted_objects': len(pipeline.list_objects()),
         }
         if params.input__depth:
             values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'])

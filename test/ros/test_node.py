@@ -1,7 +1,8 @@
 """The seem node as users run it: a separate process over real DDS, with a synthetic checkpoint.
 
 The node is started with the documented command (``python -m seem_ros.ros.seem_node --ros-args
---params-file config/seem.yaml``) plus overrides for a tiny model at a small input size. This
+--params-file config/seem.yaml``) plus overrides for a tiny model at a small input size, with
+``~/click`` remapped to ``image_mouse_left`` where rqt_image_view publishes its clicks. This
 process publishes images and prompts, calls the services and drives the lifecycle; it checks the
 outputs structurally (stamps, sizes, encodings, id consistency), that bad input leaves the node
 serving with the problem logged, and that lifecycle cycles do not grow its memory.
@@ -69,11 +70,13 @@ class NodeProcess:
         self.log_path = log_path
         self._log = open(log_path, 'w')
         cmd = [sys.executable, '-m', 'seem_ros.ros.seem_node', '--ros-args', '--params-file', 'config/seem.yaml',
-               '-r', f'__ns:={namespace}', '-p', f'model.checkpoint:={checkpoint}', '-p', 'model.variant:=tiny',
+               '-r', f'__ns:={namespace}', '-r', '~/click:=image_mouse_left', '-p', f'model.checkpoint:={checkpoint}', '-p', 'model.variant:=tiny',
                '-p', 'model.short_side:=64', '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=5',
                '-p', 'pipeline.vocabulary:=[cup, table]', '-p', 'diagnostics.period:=0.5']
+        # One torch thread keeps the shared CI cores free; two malloc arenas keep glibc's per-thread
+        # arenas (a new worker thread per activation) from reading as growth in the RSS checks.
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'OMP_NUM_THREADS': '1'})
+                                     env={**os.environ, 'OMP_NUM_THREADS': '1', 'MALLOC_ARENA_MAX': '2'})
 
     def log(self):
         self._log.flush()
@@ -113,7 +116,7 @@ class Client:
         self.node = node = rclpy.create_node('seem_test_client', namespace=namespace)
         self.pubs = {name: node.create_publisher(t, topic, 10) for name, t, topic in [
             ('image', Image, 'image'), ('compressed', CompressedImage, 'image/compressed'),
-            ('prompt', Prompt, 'seem/prompt'), ('text', String, 'seem/text'), ('click', Point, 'seem/click'),
+            ('prompt', Prompt, 'seem/prompt'), ('text', String, 'seem/text'), ('click', Point, 'image_mouse_left'),
             ('click_stamped', PointStamped, 'seem/click_stamped')]}
         self.objects, self.labels, self.overlays, self.diagnostics = {}, {}, {}, []
         node.create_subscription(TrackedObjectArray, 'seem/objects',
@@ -341,9 +344,9 @@ def test_lifecycle_cycles_do_not_leak(client, seem):
     short = [cycle([Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_ACTIVATE]) for _ in range(5)]
     full = [cycle([Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE,
                    Transition.TRANSITION_ACTIVATE]) for _ in range(6)]
-    # The allocator settles in the first cycles; a leaked model would add its size (47 MB) per cycle.
+    # A leaked model would add its size (about 47 MB) per full cycle.
     assert short[-1] - short[1] < 20, f'RSS grew over deactivate/activate cycles: {short} MB'
-    assert full[-1] - full[2] < 40, f'RSS grew over cleanup/configure cycles: {full} MB'
+    assert full[-1] - full[1] < 40, f'RSS grew over cleanup/configure cycles: {full} MB'
     ids = {o.object_id for o in client.call('list_objects', ListObjects.Request()).objects}
     assert min(ids) > 8, f'an object id was reused after cleanup: {ids}'
 
