@@ -94,7 +94,7 @@ DESCRIPTIONS = {
     'model.variant': 'model variant: focalt | focall (tiny: tests only)',
     'model.version': 'decoder version of the checkpoint: v1 | v0',
     'model.short_side': 'input images are resized so that their short side has this many pixels',
-    'model.deterministic': 'fixed query choice and seeded sampling (reproducible masks)',
+    'model.deterministic': 'reproducible masks (seeded sampling of prompt pixels)',
     'runtime.backend': 'inference backend: torch',
     'runtime.device': 'cpu | cuda | cuda:N',
     'runtime.precision': 'fp32 | fp16 | bf16 (autocast, CUDA)',
