@@ -158,7 +158,8 @@ class SeemDecoder(nn.Module):
     def memory_owner(self, prompt_valid: torch.Tensor) -> torch.Tensor:
         """(32,) prompt index owning each spatial memory: the valid prompt of rank ``(j * n_valid) // 32``."""
         rank = prompt_valid.long().cumsum(0) - 1
-        owner_rank = torch.arange(self.num_memories, device=rank.device) * prompt_valid.long().sum() // self.num_memories
+        num_valid = prompt_valid.long().sum()
+        owner_rank = torch.arange(self.num_memories, device=rank.device) * num_valid // self.num_memories
         match = prompt_valid[None, :] & (rank[None, :] == owner_rank[:, None])
         return match.int().argmax(1)
 
@@ -291,8 +292,8 @@ class SeemDecoder(nn.Module):
             sized like level ``s % 3``), ``cross_rows`` name -> slice of the R rows.
         """
         batch = mask_features.shape[0]
-        if prev_mask is not None and spatial is None:
-            raise ValueError('prev_mask (memory prompts) needs visual prompts')
+        if prev_mask is not None and (spatial is None or prev_mask.shape[1] != spatial.pos_mean.shape[0]):
+            raise ValueError('prev_mask needs visual prompts and one channel per prompt (v0: one channel)')
         srcs, poss, sizes = self._levels(multi_scale_features)
         feat0, pos0 = self.query_feat.weight, self.query_embed.weight
         feats, poses, rows, start = [], [], {}, 0

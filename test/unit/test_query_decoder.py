@@ -81,7 +81,8 @@ def decoder():
 
 def reference_bits(prefix, rows):
     """Official raw cross-attention masks per step: list of (rows_s, h_s*w_s) bool tensors."""
-    bits, sizes, offset, steps = reference.load(f'{prefix}.attn_mask_bits'), reference.load('a.dec.attn_mask_sizes'), 0, []
+    bits, sizes = reference.load(f'{prefix}.attn_mask_bits'), reference.load('a.dec.attn_mask_sizes')
+    offset, steps = 0, []
     for (h, w), r in zip(sizes, rows):
         steps.append(torch.from_numpy(bits[offset:offset + r * h * w].reshape(r, h * w)))
         offset += r * h * w

@@ -184,7 +184,8 @@ def test_fully_padded_prompt_changes_nothing(decoders, features, first_round):
     for ref, out in ((compact, padded), (compact2, padded2)):
         torch.testing.assert_close(out['pred_smasks'][:, rows], ref['pred_smasks'], rtol=0, atol=ATOL)
         torch.testing.assert_close(out['prev_mask'][:, keep], ref['prev_mask'], rtol=0, atol=ATOL)
-        assert torch.equal(out['selected_index'][:, keep] - 3 * torch.tensor(keep), ref['selected_index'] - 3 * torch.arange(3))
+        own = out['selected_index'][:, keep] - 3 * torch.tensor(keep)   # choice among the prompt's 3 queries
+        assert torch.equal(own, ref['selected_index'] - 3 * torch.arange(3))
 
 
 @pytest.mark.parametrize('version', ['v1', 'v0'])
@@ -286,3 +287,12 @@ def test_runs_under_autocast(dtype):
     for name in ('pred_masks', 'pred_logits', 'pred_gmasks', 'pred_smasks', 'prev_mask', 'selected_score'):
         assert torch.isfinite(out[name].float()).all(), name
     assert torch.equal(out['selected_index'][0] // 3, torch.arange(3))
+
+
+def test_prev_mask_needs_one_channel_per_prompt(decoders, features, first_round):
+    decoder = decoders['v0']
+    prompts = decoder.encode_prompts(*features, POS, NEG)
+    with pytest.raises(ValueError):
+        decoder(*features, spatial=prompts, prev_mask=first_round['v1']['prev_mask'])
+    with pytest.raises(ValueError):
+        decoder(*features, prev_mask=first_round['v0']['prev_mask'])
