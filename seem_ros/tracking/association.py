@@ -138,9 +138,9 @@ def assign(score: np.ndarray, valid: np.ndarray, priority: Optional[np.ndarray] 
     Args:
         score: (N, M) float, higher is better; negative values count as 0.
         valid: (N, M) bool, pairs that passed gating; only these can be matched.
-        priority: (N,) int tier of each row, or None. A higher tier always wins a conflict with
-            a lower one: no assignment gives a column to a lower-tier row if that leaves a
-            higher-tier row that could have had it unmatched.
+        priority: (N, M) or (N,) non-negative int tier of each pair (or row), or None (all 0).
+            Tiers are lexicographic: the matching has the most pairs of the highest tier
+            possible, then of the next tier, and so on; the scores only decide among those.
     Returns:
         matched (row, column) pairs, solved with ``scipy.optimize.linear_sum_assignment``.
     """
@@ -149,9 +149,10 @@ def assign(score: np.ndarray, valid: np.ndarray, priority: Optional[np.ndarray] 
     n, m = score.shape
     if n == 0 or m == 0 or not valid.any():
         return []
-    weight = np.where(valid, 1.0 + np.maximum(score, 0.0), 0.0)
+    weight = 1.0 + np.maximum(score, 0.0)
     if priority is not None:
-        tier = np.asarray(priority, np.float64)
-        weight = np.where(valid, weight + (tier - tier.min())[:, None] * (n + m + 1) * weight.max(), 0.0)
-    rows, cols = linear_sum_assignment(-weight)
+        tier = np.broadcast_to(np.asarray(priority, np.int64).reshape(n, -1), (n, m))
+        base = (min(n, m) + 1) * (weight[valid].max() + 1.0)
+        weight = weight + np.where(tier > 0, base ** tier.astype(np.float64), 0.0)
+    rows, cols = linear_sum_assignment(-np.where(valid, weight, 0.0))
     return [(int(r), int(c)) for r, c in zip(rows, cols) if valid[r, c]]

@@ -122,7 +122,7 @@ class Track:
         score: confidence in [0, 1] of the newest match.
         mask: (H, W) bool of the newest match, None before the first.
         bbox: XYXY box of ``mask``.
-        centroid: (2,) float64 centroid (x, y) of ``mask``.
+        centroid: (2,) float64 centroid (x, y) of ``mask``; area: its pixel count.
         velocity: (2,) float64 centroid velocity in px/s (exponentially smoothed).
         bank: appearance memory.
         bank_ns: stamp of the newest bank entry.
@@ -152,6 +152,7 @@ class Track:
     mask: Optional[np.ndarray] = None
     bbox: Box = (0.0, 0.0, 0.0, 0.0)
     centroid: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    area: int = 0
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     bank: AppearanceBank = field(default_factory=lambda: AppearanceBank(8))
     bank_ns: int = 0
@@ -173,17 +174,19 @@ class Track:
         """Record a match on the frame at ``stamp_ns``.
 
         The velocity is updated from the centroid displacement when the previous match was on
-        the previous frame (``misses == 0``) and reset to zero after a gap. ``smoothing`` in
-        [0, 1] is the weight of the new displacement.
+        the previous frame (``misses == 0``) and the area changed by less than 25 % (a mask that
+        grows or shrinks, e.g. behind an occluder, moves its centroid without the object), and
+        reset to zero after a gap. ``smoothing`` in [0, 1] is the weight of the new displacement.
         """
-        if self.seen and self.misses == 0 and stamp_ns > self.last_seen_ns:
+        area = int(np.count_nonzero(mask))
+        if self.misses:
+            self.velocity = np.zeros(2)
+        elif self.seen and stamp_ns > self.last_seen_ns and 0.8 <= area / max(self.area, 1) <= 1.25:
             step = (centroid - self.centroid) / ((stamp_ns - self.last_seen_ns) * 1e-9)
             self.velocity = (1.0 - smoothing) * self.velocity + smoothing * step
-        elif self.misses:
-            self.velocity = np.zeros(2)
         if not self.seen:
             self.first_seen_ns = stamp_ns
-        self.mask, self.bbox, self.centroid, self.score = mask, bbox, centroid, float(score)
+        self.mask, self.bbox, self.centroid, self.area, self.score = mask, bbox, centroid, area, float(score)
         self.last_seen_ns = stamp_ns
         self.hits += 1
         self.hit_streak += 1

@@ -27,10 +27,10 @@ from .association import (EMPTY_BOX, appearance, assign, iou_matrix, mask_bbox, 
                           overlap_fraction, shift_box, shift_mask)
 from .state import AppearanceBank, Box, FrameTracks, IdPool, Track, TrackOutput, TrackState
 
-_VISIBLE, _LOST, _TENTATIVE = 2, 1, 0   # assignment tiers: a higher tier wins conflicts
+_KEEP, _MATCH, _TENTATIVE = 2, 1, 0   # assignment tiers: protected continuity, other matches, tentative tracks
 
 
-_UNIT_FIELDS = {'min_iou', 'min_similarity', 'reid_similarity', 'colour_weight', 'velocity_smoothing',
+_UNIT_FIELDS = {'min_iou', 'keep_iou', 'min_similarity', 'reid_similarity', 'colour_weight', 'velocity_smoothing',
                 'bank_confidence', 'min_confidence', 'merge_iou', 'max_overlap', 'reference_confidence',
                 'min_score'}
 
@@ -42,6 +42,9 @@ class AssociationConfig:
     Attributes:
         min_iou: a continuity match needs this mask IoU with the motion-predicted mask.
         min_similarity: ... and this appearance similarity to the track's bank.
+        keep_iou: a continuity match of a visible track with this IoU or more is protected: the
+            assignment gives it priority over every other kind of match (re-identification
+            never takes a visible object's id).
         reid_similarity: a match without continuity (re-identification) needs this similarity.
         iou_weight, appearance_weight: weights of IoU and similarity in the match score.
         colour_weight: share of the colour histogram in the appearance similarity (the rest is
@@ -49,7 +52,8 @@ class AssociationConfig:
         min_area_px: masks with fewer pixels are ignored.
         lost_timeout_s: a track lost for longer is removed.
         motion_horizon_s: the constant-velocity prediction is used up to this long after the
-            last match; later only appearance can re-identify the track.
+            last match (prompted: the lost track is still prompted with its predicted mask);
+            later only appearance can re-identify the track.
         velocity_smoothing: weight of the newest displacement in the velocity estimate.
         bank_size: appearance vectors kept per track (the first is pinned).
         bank_interval_s: at most one new bank entry per track per this interval.
@@ -58,6 +62,7 @@ class AssociationConfig:
 
     min_iou: float = 0.1
     min_similarity: float = 0.5
+    keep_iou: float = 0.5
     reid_similarity: float = 0.75
     iou_weight: float = 1.0
     appearance_weight: float = 1.0
@@ -102,7 +107,6 @@ class PromptedConfig(AssociationConfig):
         merge_iou: results of different prompts overlapping this much are one candidate object.
         max_overlap: a re-identified mask may share at most this fraction of its pixels with
             the mask of a visible track (re-identification never takes a visible object's pixels).
-        coast_frames: a lost track is still prompted with its predicted mask this many frames.
         reference_confidence: a frame becomes the track's new reference (referring patch) only
             with this confidence, the re-identification similarity and the mask clear of the
             image border.
@@ -119,7 +123,6 @@ class PromptedConfig(AssociationConfig):
     min_confidence: float = 0.5
     merge_iou: float = 0.6
     max_overlap: float = 0.5
-    coast_frames: int = 3
     reference_confidence: float = 0.7
     reference_interval_s: float = 2.0
     reference_margin: float = 0.25
@@ -223,8 +226,8 @@ def _output(track: Track, size: Tuple[int, int], found: bool) -> TrackOutput:
 
 def _update_bank(track: Track, vector: np.ndarray, similarity: float, score: float, stamp_ns: int,
                  config: AssociationConfig) -> None:
-    if (score >= config.bank_confidence and similarity >= config.min_similarity
-            and (stamp_ns - track.bank_ns) * 1e-9 >= config.bank_interval_s):
+    if not len(track.bank) or (score >= config.bank_confidence and similarity >= config.min_similarity
+                               and (stamp_ns - track.bank_ns) * 1e-9 >= config.bank_interval_s):
         track.bank.add(vector)
         track.bank_ns = stamp_ns
 
@@ -234,7 +237,7 @@ class PromptedTracker:
 
     Per frame, every live track gets prompts, all decoded in ONE batched ``predict`` call:
 
-    * *propagate* (found within the last ``coast_frames`` frames): its last mask moved by its
+    * *propagate* (found within the last ``motion_horizon_s``): its last mask moved by its
       velocity as a mask prompt (with the object's text), plus its previous low-resolution
       logits as ``prev_mask`` memory;
     * *global*: its reference, the object cut from a confident earlier frame (or the prompt's
@@ -246,8 +249,9 @@ class PromptedTracker:
     Results of different prompts that overlap are merged into candidates; each track may take
     a candidate its own prompts produced if it passes the gates (continuity: IoU with the
     predicted mask and appearance similarity; or re-identification: appearance alone), and
-    one assignment over all tracks and candidates decides, visible tracks first. A
-    re-identified mask must not overlap a visible track's mask. A track that is not matched is
+    one assignment over all tracks and candidates decides: protected continuity matches of
+    visible tracks first (``keep_iou``), tracks never found yet last. Any other match must not
+    overlap a protected mask (nor a mask a prompt was just applied to). A track that is not matched is
     LOST, and removed after ``lost_timeout_s``.
 
     Args:
@@ -391,8 +395,7 @@ class PromptedTracker:
                 continue
             if only is not None:
                 continue
-            coasting = track.seen and track.misses <= cfg.coast_frames
-            mask = _predicted(track, stamp_ns, size, cfg.motion_horizon_s)[0] if coasting else None
+            mask = _predicted(track, stamp_ns, size, cfg.motion_horizon_s)[0]
             if mask is not None:
                 propagate.append((track, mask))
             if mask is None or cfg.global_when_tracked:
@@ -531,10 +534,10 @@ class PromptedTracker:
                 clusters.append([i])
         tracks = list({id(requests[c.request].track): requests[c.request].track for c in candidates}.values())
         row = {id(t): r for r, t in enumerate(tracks)}
-        predicted = [_predicted(t, stamp_ns, size, cfg.motion_horizon_s) if t.misses <= cfg.coast_frames
-                     else (None, EMPTY_BOX) for t in tracks]
+        predicted = [_predicted(t, stamp_ns, size, cfg.motion_horizon_s) for t in tracks]
         score = np.zeros((len(tracks), len(clusters)))
         valid = np.zeros_like(score, bool)
+        tier = np.full(score.shape, _TENTATIVE)
         best: Dict[Tuple[int, int], Tuple[int, float]] = {}
         for k, members in enumerate(clusters):
             for i in members:
@@ -551,17 +554,18 @@ class PromptedTracker:
                 s = cfg.iou_weight * iou + cfg.appearance_weight * sim
                 if ok and (not valid[r, k] or s > score[r, k]):
                     valid[r, k], score[r, k] = True, s
+                    keep = t.misses == 0 and t.seen and iou >= cfg.keep_iou and sim >= cfg.min_similarity
+                    tier[r, k] = _KEEP if keep else _MATCH if t.seen else _TENTATIVE
                     best[r, k] = (i, sim)
-        tiers = np.array([_VISIBLE if t.misses == 0 and t.seen else _LOST for t in tracks])
-        pairs = assign(score, valid, tiers)
-        visible = list(fixed) + [candidates[best[r, k][0]] for r, k in pairs if tiers[r] == _VISIBLE]
+        pairs = assign(score, valid, tier)
+        kept = list(fixed) + [candidates[best[r, k][0]] for r, k in pairs if tier[r, k] == _KEEP]
         matched = set()
         for r, k in pairs:
             t = tracks[r]
             i, sim = best[r, k]
             c = candidates[i]
-            if tiers[r] != _VISIBLE and any(overlap_fraction(c.mask, c.bbox, v.mask, v.bbox) >= cfg.max_overlap
-                                            for v in visible):
+            if tier[r, k] != _KEEP and any(overlap_fraction(c.mask, c.bbox, v.mask, v.bbox) >= cfg.max_overlap
+                                           for v in kept):
                 continue
             first = not t.seen
             t.observe(c.mask, c.bbox, c.centroid, c.score, stamp_ns, cfg.velocity_smoothing)
@@ -601,7 +605,8 @@ class EverythingTracker:
     gets an id. A born track that is not matched is LOST; while lost it can be re-identified
     by appearance (its class too when ``reid_same_label``) or, within ``motion_horizon_s``, by
     IoU with its predicted mask; it is removed after ``lost_timeout_s`` or ``max_misses``
-    frames. Visible tracks win conflicts over lost ones, lost ones over tentative ones.
+    frames. Protected continuity matches (``keep_iou``) win every conflict; tentative tracks
+    lose every conflict.
 
     Args:
         config: :class:`EverythingConfig`.
@@ -656,17 +661,19 @@ class EverythingTracker:
                                    label=seg.label))
         with self._lock:
             tracks = self._tracks
-            tiers = np.array([_TENTATIVE if not t.id else _VISIBLE if t.state != TrackState.LOST else _LOST
-                              for t in tracks], int)
+            visible = np.array([t.id and t.state != TrackState.LOST for t in tracks], bool)
+            tentative = np.array([not t.id for t in tracks], bool)
             predicted = [_predicted(t, stamp_ns, size, cfg.motion_horizon_s) for t in tracks]
             iou = iou_matrix([p[0] for p in predicted], [p[1] for p in predicted], [d.mask for d in dets],
                              [d.bbox for d in dets])
             sim = np.array([[t.bank.similarity(d.vector) for d in dets] for t in tracks]).reshape(iou.shape)
             same = np.array([[d.label == t.label for d in dets] for t in tracks], bool).reshape(iou.shape)
             continuity = (iou >= cfg.min_iou) & (sim >= cfg.min_similarity)
-            reid = (sim >= cfg.reid_similarity) & (same | (not cfg.reid_same_label)) & (tiers != _TENTATIVE)[:, None]
+            reid = (sim >= cfg.reid_similarity) & (same | (not cfg.reid_same_label)) & ~tentative[:, None]
             score = cfg.iou_weight * iou + cfg.appearance_weight * sim + cfg.label_weight * same
-            pairs = assign(score, continuity | reid, tiers)
+            tier = np.where(visible[:, None] & continuity & (iou >= cfg.keep_iou), _KEEP, _MATCH)
+            tier[tentative] = _TENTATIVE
+            pairs = assign(score, continuity | reid, tier)
             taken = set()
             for r, j in pairs:
                 t, d = tracks[r], dets[j]
