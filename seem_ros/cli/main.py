@@ -14,6 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'segment': ('seem_ros.cli.segment', 'segment one image with text/click/box/scribble/mask/referring prompts'),
     'synth-checkpoint': ('seem_ros.cli.synth_checkpoint', 'write an official-format checkpoint with synthetic weights'),
     'generate': ('seem_ros.scenes.cli', 'render a procedural scene into a rosbag2 with ground truth'),
+    'train': ('seem_ros.training.train', 'train a small SEEM on procedural scenes (CPU)'),
     'export': ('seem_ros.cli.export', 'export verified fixed-shape ONNX graphs for onnxruntime / TensorRT'),
 }
 

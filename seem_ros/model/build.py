@@ -54,9 +54,9 @@ TINY_BACKBONE = FocalNetConfig(block='focal_dw', embed_dim=32, depths=(1, 1, 2, 
 VARIANTS: Dict[str, SeemConfig] = {
     'focalt': SeemConfig(FOCAL_T),
     'focall': SeemConfig(FOCAL_L),
-    'tiny': SeemConfig(TINY_BACKBONE, text=TextConfig(width=128, layers=4, heads=4), hidden_dim=128, heads=4,
-                       dim_feedforward=512, encoder_layers=2, decoder_layers=6, num_memories=8, norm_groups=32,
-                       num_classes=None),
+    'tiny': SeemConfig(TINY_BACKBONE, text=TextConfig(width=64, layers=4, heads=4), hidden_dim=128, heads=4,
+                       dim_feedforward=512, encoder_layers=2, decoder_layers=6, num_queries=32, num_memories=8,
+                       norm_groups=32, num_classes=None),
 }
 
 
