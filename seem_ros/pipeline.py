@@ -362,12 +362,9 @@ class SegmentIds:
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A row of :meth:`Pipeline.list_objects`."""
+    """A row of :meth:`Pipeline.list_objects`: an object's id and current prompt."""
 
     id: int
-    label: str
-    state: TrackState
-    score: float
     prompt: ObjectPrompt
 
 
@@ -488,8 +485,7 @@ class Pipeline:
 
     def list_objects(self) -> List[ObjectInfo]:
         with self._lock:
-            return [ObjectInfo(o.id, o.label, o.state, o.score, o.prompt) for o in sorted(self._objects.values(),
-                                                                                       key=lambda o: o.id)]
+            return [ObjectInfo(o.id, o.prompt) for o in sorted(self._objects.values(), key=lambda o: o.id)]
 
     def process(self, frame: Frame) -> FrameResult:
         """Segment ``frame``: every prompted object (mode prompted/both) and the vocabulary (everything/both).
@@ -529,9 +525,10 @@ class Pipeline:
                         del self._objects[job.obj.id]
             jobs = [j for j in jobs if not j.failed]
 
-        t0 = time.perf_counter()
-        self.predictor.set_image(frame.image)
-        timings['encode_ms'] = (time.perf_counter() - t0) * 1e3
+        if jobs or config.mode != Mode.PROMPTED:   # nothing to segment: skip the encoder
+            t0 = time.perf_counter()
+            self.predictor.set_image(frame.image)
+            timings['encode_ms'] = (time.perf_counter() - t0) * 1e3
         t0 = time.perf_counter()
         prompts = [j.prompt if j.frame is not None else followup_prompt(j.prompt, j.last_mask, frame.size)
                    for j in jobs]

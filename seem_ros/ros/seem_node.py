@@ -40,20 +40,22 @@ DEPTH_BUFFER = 30  # depth images kept for pairing with colour images
 
 
 class KeyedThrottle:
-    """Lets each distinct message through at most once per ``period`` seconds (for per-image errors)."""
+    """Lets each distinct message through at most once per ``period`` seconds (for per-image problems)."""
 
     def __init__(self, period: float = 5.0):
         self.period = period
         self._last = {}
+        self._lock = threading.Lock()
 
     def __call__(self, key: str) -> bool:
         now = time.monotonic()
-        if now - self._last.get(key, -self.period) < self.period:
-            return False
-        if len(self._last) > 100:
-            self._last = {k: t for k, t in self._last.items() if now - t < self.period}
-        self._last[key] = now
-        return True
+        with self._lock:
+            if now - self._last.get(key, -self.period) < self.period:
+                return False
+            if len(self._last) > 100:
+                self._last = {k: t for k, t in self._last.items() if now - t < self.period}
+            self._last[key] = now
+            return True
 
 
 class SeemNode(LifecycleNode):
@@ -74,8 +76,8 @@ class SeemNode(LifecycleNode):
         self._subs = []
         self._diag_timer = None
         self._depth = StampedBuffer(DEPTH_BUFFER)
-        self._ids = IdAllocator()             # outlives pipelines: ids are never reused while the node runs
-        self._lock = threading.Lock()       # guards _depth, _intrinsics, _stats
+        self._ids = IdAllocator()        # outlives pipelines: ids are never reused while the node runs
+        self._lock = threading.Lock()    # guards _depth, _intrinsics, _stats
         self._intrinsics = None
         self._stats = {}
         self._throttle = KeyedThrottle()
@@ -113,18 +115,16 @@ class SeemNode(LifecycleNode):
         self._reset_stats()
         out_qos = QoSProfile(depth=params.qos__depth)
         self._pubs = {'objects': self.create_lifecycle_publisher(TrackedObjectArray, '~/objects', out_qos),
-                            'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, '~/diagnostics', 10)}
+                      'diagnostics': self.create_lifecycle_publisher(DiagnosticArray, '~/diagnostics', 10)}
         if params.publish__label_image:
             self._pubs['label_image'] = self.create_lifecycle_publisher(Image, '~/label_image', out_qos)
         if params.publish__overlay:
             self._pubs['overlay'] = self.create_lifecycle_publisher(Image, '~/overlay', out_qos)
-        group = self._prompt_group
-        self._srvs = [self.create_service(SetObject, '~/set_object', self._on_set_object, callback_group=group),
-                          self.create_service(RemoveObject, '~/remove_object', self._on_remove_object,
-                                              callback_group=group),
-                          self.create_service(Reset, '~/reset', self._on_reset, callback_group=group),
-                          self.create_service(ListObjects, '~/list_objects', self._on_list_objects,
-                                              callback_group=group)]
+        self._srvs = [self.create_service(srv_type, name, callback, callback_group=self._prompt_group)
+                      for srv_type, name, callback in ((SetObject, '~/set_object', self._on_set_object),
+                                                       (RemoveObject, '~/remove_object', self._on_remove_object),
+                                                       (Reset, '~/reset', self._on_reset),
+                                                       (ListObjects, '~/list_objects', self._on_list_objects))]
         self.get_logger().info(f'configured: {params.model__variant}/{params.model__version} on '
                                f'{params.runtime__device} ({params.runtime__backend}, {params.runtime__precision}), '
                                f'short side {params.model__short_side}, mode {params.pipeline__mode}, '
@@ -138,23 +138,17 @@ class SeemNode(LifecycleNode):
                                if p.qos__reliability == 'best_effort' else ReliabilityPolicy.RELIABLE)
         self._worker = LatestFrameWorker(self._infer, self._on_worker_error)
         sub, inputs, prompts = self.create_subscription, self._input_group, self._prompt_group
-        if p.input__transport == 'raw':
-            self._subs.append(sub(Image, 'image', self._on_image, image_qos, callback_group=inputs))
-        else:
-            self._subs.append(sub(CompressedImage, 'image/compressed', self._on_compressed, image_qos,
-                                           callback_group=inputs))
-        self._subs.append(sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos,
-                                       callback_group=inputs))
+        image = (sub(Image, 'image', self._on_image, image_qos, callback_group=inputs) if p.input__transport == 'raw'
+                 else sub(CompressedImage, 'image/compressed', self._on_compressed, image_qos, callback_group=inputs))
+        self._subs = [image, sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos, callback_group=inputs),
+                      sub(Prompt, '~/prompt', self._on_prompt, 10, callback_group=prompts),
+                      sub(String, '~/text', self._on_text, 10, callback_group=prompts),
+                      sub(Point, '~/click', self._on_click, 10, callback_group=prompts),
+                      sub(PointStamped, '~/click_stamped', self._on_click_stamped, 10, callback_group=prompts)]
         if p.input__depth:
             self._subs.append(sub(Image, 'depth', self._on_depth, image_qos, callback_group=inputs))
-        self._subs += [
-            sub(Prompt, '~/prompt', self._on_prompt, 10, callback_group=prompts),
-            sub(String, '~/text', self._on_text, 10, callback_group=prompts),
-            sub(Point, '~/click', self._on_click, 10, callback_group=prompts),
-            sub(PointStamped, '~/click_stamped', self._on_click_stamped, 10, callback_group=prompts)]
         self._diag_timer = self.create_timer(p.diagnostics__period, self._publish_diagnostics, callback_group=prompts)
-        self.get_logger().info(f'active: listening on {self.resolve_topic_name("image")}'
-                               f'{"/compressed" if p.input__transport == "compressed" else ""}')
+        self.get_logger().info(f'active: listening on {image.topic_name}')
         return super().on_activate(state)
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -290,7 +284,8 @@ class SeemNode(LifecycleNode):
             frame = replace(frame, depth=depth)
         result = pipeline.process(frame)
         for warning in result.warnings:
-            self.get_logger().warning(warning)
+            if self._throttle(warning):
+                self.get_logger().warning(warning)
         self._publish(result)
         latency = (time.perf_counter() - received) * 1e3
         with self._lock:
@@ -314,7 +309,9 @@ class SeemNode(LifecycleNode):
         with self._lock:
             self._stats['inference_errors'] += 1
             self._stats['last_error'] = f'{type(exc).__name__}: {exc}'
-        self.get_logger().error(f'inference failed on an image: {type(exc).__name__}: {exc}')
+        text = f'inference failed on an image: {type(exc).__name__}: {exc}'
+        if self._throttle(text):
+            self.get_logger().error(text)
 
     # ---------------------------------------------------------------- prompts
     def _add(self, prompt: ObjectPrompt, source: str, stamp=None, object_id: int = 0, refine: bool = False,

@@ -120,6 +120,12 @@ def test_click_object_keeps_its_id_and_follows_its_mask():
     assert pred.calls.count(('set_image', 0)) == 2            # one encode per frame
 
 
+def test_no_objects_no_encoding():
+    pred = FakePredictor()
+    result = Pipeline(pred, PipelineConfig()).process(frame(1))
+    assert result.objects == [] and not result.label_image.any() and pred.calls == []
+
+
 def test_prompts_before_the_first_image_wait_for_it():
     pred = FakePredictor()
     pipe = Pipeline(pred, PipelineConfig())
