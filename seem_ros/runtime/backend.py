@@ -190,13 +190,14 @@ def _candidates(name: str) -> Sequence[str]:
 
 def create_backend(name: str, *, model=None, checkpoint=None, variant: str = 'focalt', version: str = 'v1',
                    onnx_dir=None, engine_dir=None, precision: str = 'fp32', device=None,
-                   cuda_graphs: bool = True) -> Backend:
+                   cuda_graphs: bool = True, threads: int = 0) -> Backend:
     """Build exactly the backend ``name`` (one of ``BACKENDS``) or raise :class:`BackendUnavailable`.
 
     Torch backends use ``model`` (a :class:`SeemModel`) or build ``variant``/``version`` from
     ``checkpoint``; the others read the graphs that ``seem-ros export`` wrote to ``onnx_dir``.
     ``precision``: 'fp32' or 'fp16' (CUDA backends; graph backends need graphs exported with it).
-    ``device``: CUDA device for the CUDA backends (default ``cuda``).
+    ``device``: CUDA device for the CUDA backends (default ``cuda``). ``threads``: onnxruntime
+    CPU threads (0 = its default).
     """
     cuda = torch.device(device) if device is not None and torch.device(device).type == 'cuda' else torch.device('cuda')
     if name.endswith('-cpu') and precision != 'fp32':
@@ -212,7 +213,7 @@ def create_backend(name: str, *, model=None, checkpoint=None, variant: str = 'fo
     if name in ('onnxruntime-cuda', 'onnxruntime-cpu'):
         from .onnx_backend import OnnxRuntimeBackend
         return OnnxRuntimeBackend(onnx_dir, device=cuda if name == 'onnxruntime-cuda' else torch.device('cpu'),
-                                  precision=precision)
+                                  precision=precision, threads=threads)
     if name == 'tensorrt':
         from .tensorrt_backend import TensorRTBackend
         return TensorRTBackend(onnx_dir, engine_dir=engine_dir, device=cuda, precision=precision,
