@@ -58,12 +58,15 @@ pkg_install() {  # pkg_install PIP-ARGS...: with uv, falling back to pip
   pip_install "$@"
 }
 
-# torch: the CPU file in pip's find-links directory when there is one (uv does not read pip's
-# configuration, and only the local version "+cpu" makes it take that file), else the index.
+# torch: from TORCH_INDEX_URL when set (its local build, e.g. 2.13.0+cu128, outranks the plain
+# release; uv must be told to compare across indexes); else the CPU file in pip's find-links
+# directory when there is one (uv does not read pip's configuration, and only the local version
+# "+cpu" makes it take that file); else the default index.
 TORCH_PIN=$(grep -E '^torch==' requirements-torch.txt)
 TORCH_ARGS=("$TORCH_PIN")
 if [ -n "${TORCH_INDEX_URL:-}" ]; then
-  TORCH_ARGS=(--index-url "$TORCH_INDEX_URL" "$TORCH_PIN")
+  TORCH_ARGS=(--extra-index-url "$TORCH_INDEX_URL" "$TORCH_PIN")
+  export UV_INDEX_STRATEGY=unsafe-best-match
 else
   FIND_LINKS=$("$PY" -m pip config get global.find-links 2>/dev/null || true)
   for dir in ${FIND_LINKS:-} ${PIP_FIND_LINKS:-}; do
