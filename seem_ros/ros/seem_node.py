@@ -202,8 +202,8 @@ class SeemNode(LifecycleNode):
 
     def _on_set_parameters(self, changes) -> SetParametersResult:
         """Validate every change; pipeline.* changes apply at once, the others at the next configure."""
-        values = {ros_name(name): self.get_parameter(ros_name(name)).value
-                  for name in SeemParams.__dataclass_fields__}
+        names = [ros_name(name) for name in SeemParams.__dataclass_fields__]
+        values = {name: self.get_parameter(name).value for name in names}
         values.update({c.name: c.value for c in changes})
         try:
             new = SeemParams.from_values(values)
@@ -214,7 +214,7 @@ class SeemNode(LifecycleNode):
             if any(c.name in RUNTIME for c in changes):
                 pipeline.config = replace(new.pipeline_config(), overlay=pipeline.config.overlay,
                                           overlay_alpha=pipeline.config.overlay_alpha)
-            later = [c.name for c in changes if c.name not in RUNTIME]
+            later = [c.name for c in changes if c.name in names and c.name not in RUNTIME]
             if later:
                 self.get_logger().info(f'{", ".join(later)} will apply at the next configure')
         return SetParametersResult(successful=True)
@@ -224,7 +224,7 @@ class SeemNode(LifecycleNode):
         try:
             rgb = conv.image_to_rgb(msg)
         except conv.ImageError as exc:
-            self._image_error(f'image: {exc}')
+            self._input_error(f'image: {exc}')
             return
         self._submit(rgb, msg.header)
 
@@ -232,7 +232,7 @@ class SeemNode(LifecycleNode):
         try:
             rgb = conv.compressed_to_rgb(msg)
         except conv.ImageError as exc:
-            self._image_error(f'image/compressed: {exc}')
+            self._input_error(f'image/compressed: {exc}')
             return
         self._submit(rgb, msg.header)
 
@@ -240,7 +240,7 @@ class SeemNode(LifecycleNode):
         try:
             depth = conv.depth_to_metres(msg)
         except conv.ImageError as exc:
-            self._image_error(f'depth: {exc}')
+            self._input_error(f'depth: {exc}')
             return
         with self._lock:
             self._depth.add(conv.stamp_to_ns(msg.header.stamp), depth)
@@ -249,12 +249,12 @@ class SeemNode(LifecycleNode):
         try:
             intrinsics = CameraIntrinsics.from_matrix(msg.k, msg.width, msg.height)
         except ValueError as exc:
-            self._image_error(f'camera_info: {exc}')
+            self._input_error(f'camera_info: {exc}')
             return
         with self._lock:
             self._intrinsics = intrinsics
 
-    def _image_error(self, text: str) -> None:
+    def _input_error(self, text: str) -> None:
         with self._lock:
             self._stats['input_errors'] += 1
         if self._throttle(text):
