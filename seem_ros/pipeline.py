@@ -186,6 +186,10 @@ class StampedBuffer:
         """(oldest, newest) stamps; the buffer must not be empty."""
         return self._items[0][0], self._items[-1][0]
 
+    def resize(self, capacity: int) -> None:
+        """Keep at most ``capacity`` items from now on (the newest ones)."""
+        self._items = deque(self._items, maxlen=capacity)
+
     def clear(self) -> None:
         self._items.clear()
 
@@ -393,11 +397,7 @@ class Pipeline:
     @config.setter
     def config(self, config: PipelineConfig) -> None:
         with self._lock:
-            if config.ring_size != self._config.ring_size:
-                old = list(self._frames._items)
-                self._frames = StampedBuffer(config.ring_size)
-                for stamp, frame in old:
-                    self._frames.add(stamp, frame)
+            self._frames.resize(config.ring_size)
             if config.mode == Mode.PROMPTED:
                 self._segment_ids.clear()
             self._config = config

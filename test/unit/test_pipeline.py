@@ -79,6 +79,8 @@ def test_stamped_buffer_nearest_and_capacity():
     assert len(buf) == 3 and buf.span() == (20, 40)
     assert buf.nearest(22, 5) == 20 and buf.nearest(26, 5) == 30
     assert buf.nearest(10, 5) is None and buf.newest() == 40
+    buf.resize(2)
+    assert buf.span() == (30, 40)
 
 
 def test_fit_prompt_drops_outside_clicks_and_clips_boxes():
