@@ -1,0 +1,559 @@
+"""``seem-ros replay``: run a rosbag2 bag through the node's pipeline and record its outputs.
+
+Offline (default), no ROS graph: the bag (MCAP or sqlite3) is read in log-time order and every
+image goes through the same :class:`~seem_ros.pipeline.Pipeline` and message conversions as the
+node, synchronously: each input image gives exactly one output of every kind, none is dropped.
+Prompts come from every ``seem_ros/msg/Prompt`` topic of the bag and/or a YAML script
+(:mod:`.prompts_yaml`); they are applied as the node applies them (a prompt refers to the buffered
+image with its header stamp). Outputs, with the input image's header, logged at the input image's
+log time: ``/seem/objects`` (TrackedObjectArray), ``/seem/label_image`` (mono16, pixel = id),
+optionally ``/seem/overlay`` (rgb8). Also an overlay video (mp4v), overlay PNGs, a progress bar and
+a summary table (frames, objects and ids, p50/p95 latency per pipeline stage).
+
+A damaged bag (corrupt, truncated) or an image that cannot be converted stops the replay with an
+error; every frame before it is processed and written, and the output bag is valid.
+
+Live (``--live``): the bag is played into a running node; see :mod:`.live`.
+
+Examples::
+
+    seem-ros replay demo_bag --out demo_out/bag --video demo_out/overlay.mp4 --png-dir demo_out
+    seem-ros replay my.bag --out out --prompts prompts.yaml --ignore-bag-prompts --image-topic /cam/image
+    seem-ros replay my.bag --out out --params-file config/seem.yaml --checkpoint models/seem_focalt_v1.pt
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from ..pipeline import Frame, FrameResult, Pipeline, PromptError, TrackState
+from ..progress import Progress
+from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter
+from .prompts_yaml import PromptEvent, PromptFileError, describe, load_prompts
+
+IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
+CAMERA_INFO_TYPE = 'sensor_msgs/msg/CameraInfo'
+PROMPT_TYPE = 'seem_ros/msg/Prompt'
+OUTPUTS = {'objects': ('/seem/objects', 'seem_ros/msg/TrackedObjectArray'),
+           'label_image': ('/seem/label_image', 'sensor_msgs/msg/Image'),
+           'overlay': ('/seem/overlay', 'sensor_msgs/msg/Image')}
+# Settings that differ from the node's defaults when no params file names them: the shipped small model.
+REPLAY_DEFAULTS = {'model.checkpoint': 'models/seem_tiny.pt', 'model.variant': 'tiny', 'model.short_side': 120}
+STAGES = {'encode_ms': 'encoder', 'decode_ms': 'decoder', 'post_ms': 'postprocess', 'total_ms': 'total'}
+
+
+class ReplayError(Exception):
+    """Replay cannot start or go on (bad settings, a model that does not load, a bad image)."""
+
+
+def read_params_file(path, node_name: str = 'seem') -> dict:
+    """``{'model.checkpoint': ..., ...}`` for node ``node_name`` from a ROS 2 params file (sections
+    ``/**``, ``NAME`` or ``/.../NAME``, nested keys joined with dots)."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ReplayError(f'cannot read params file {path}: {exc}') from exc
+    values: dict = {}
+
+    def flatten(prefix: str, node) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                flatten(f'{prefix}{key}.', value)
+            else:
+                values[f'{prefix}{key}'] = value
+
+    for key, section in (data.items() if isinstance(data, dict) else ()):
+        name = str(key)
+        if name in ('/**', node_name) or name.endswith('/' + node_name):
+            flatten('', (section or {}).get('ros__parameters') or {})
+    return values
+
+
+def load_params(params_file=None, overrides: Optional[dict] = None):
+    """Node parameters for replay: :data:`REPLAY_DEFAULTS`, then ``params_file``, then ``overrides``
+    (``{ros name: value}``, None values ignored). Raises :class:`ReplayError` for an invalid value."""
+    from ..ros.params import SeemParams
+    values = dict(REPLAY_DEFAULTS)
+    if params_file:
+        values.update(read_params_file(params_file))
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return SeemParams.from_values(values)
+    except (ValueError, TypeError) as exc:
+        raise ReplayError(f'invalid setting: {exc}') from exc
+
+
+def load_pipeline(params, overlay: bool) -> Pipeline:
+    """The node's pipeline for ``params`` (a ``SeemParams``), drawing overlays when ``overlay``."""
+    checkpoint = Path(params.model__checkpoint).expanduser()
+    if not checkpoint.is_file():
+        raise ReplayError(f"model checkpoint '{params.model__checkpoint}' does not exist "
+                          '(pass --checkpoint FILE, e.g. one written by seem-ros train or synth-checkpoint)')
+    from ..predictor import SeemPredictor
+    try:
+        predictor = SeemPredictor.from_checkpoint(
+            str(checkpoint), variant=params.model__variant, version=params.model__version,
+            device=params.runtime__device, short_side=params.model__short_side,
+            deterministic=params.model__deterministic, precision=params.runtime__precision)
+    except Exception as exc:  # noqa: BLE001 - any loading problem is reported the same way
+        raise ReplayError(f"cannot load checkpoint '{checkpoint}' as {params.model__variant}/"
+                          f'{params.model__version}: {type(exc).__name__}: {exc}') from exc
+    return Pipeline(predictor, replace(params.pipeline_config(), overlay=overlay))
+
+
+@dataclass
+class IdStats:
+    """One id over a replay: its label, frames where it was found or lost, first and last frame found."""
+
+    label: str
+    found: int = 0
+    lost: int = 0
+    first: int = -1
+    last: int = -1
+
+    def add(self, index: int, label: str, lost: bool) -> None:
+        self.label = label
+        if lost:
+            self.lost += 1
+        else:
+            self.found += 1
+            self.first = index if self.first < 0 else self.first
+            self.last = index
+
+
+def ids_table(ids: Dict[int, IdStats]) -> List[str]:
+    lines = [f'  objects      {len(ids)} ids seen']
+    if ids:
+        width = max(12, *(len(s.label) for s in ids.values()))
+        lines.append(f'    {"id":>5}  {"label":<{width}}  {"found":>5}  {"lost":>5}  {"first":>5}  {"last":>5}')
+        for i, s in sorted(ids.items()):
+            first, last = (s.first, s.last) if s.found else ('-', '-')
+            lines.append(f'    {i:>5}  {s.label:<{width}}  {s.found:>5}  {s.lost:>5}  {first:>5}  {last:>5}')
+    return lines
+
+
+def latency_table(samples: Dict[str, Sequence[float]]) -> List[str]:
+    """p50/p95 rows of ``{stage: milliseconds}``."""
+    lines = [f'  latency ms   {"p50":>8}  {"p95":>8}']
+    for name, values in samples.items():
+        p50, p95 = np.percentile(values, [50, 95])
+        lines.append(f'    {name:<10} {p50:8.1f}  {p95:8.1f}')
+    return lines
+
+
+@dataclass
+class ReplayStats:
+    """What a replay did; :meth:`table` formats it."""
+
+    bag: str
+    out: str
+    frames_in: int = 0
+    frames_out: int = 0
+    prompts: Counter = field(default_factory=Counter)    # source -> prompts applied
+    rejected: List[str] = field(default_factory=list)
+    warnings: Counter = field(default_factory=Counter)   # distinct pipeline warnings -> count
+    ids: Dict[int, IdStats] = field(default_factory=dict)
+    timings: Dict[str, List[float]] = field(default_factory=dict)
+    wall_s: float = 0.0
+    written: Dict[str, int] = field(default_factory=dict)
+    files: List[str] = field(default_factory=list)
+    error: str = ''
+
+    def add_result(self, index: int, result: FrameResult) -> None:
+        self.frames_out += 1
+        for obj in result.objects:
+            self.ids.setdefault(obj.id, IdStats(obj.label)).add(index, obj.label, obj.state == TrackState.LOST)
+        for key, ms in result.timings.items():
+            self.timings.setdefault(key, []).append(ms)
+
+    def table(self) -> str:
+        skipped = self.frames_in - self.frames_out
+        lines = [f'replay {self.bag} -> {self.out}',
+                 f'  frames       {self.frames_in} in, {self.frames_out} out'
+                 + (f' ({skipped} not processed)' if skipped else '')]
+        sources = ', '.join(f'{n} from {src}' for src, n in sorted(self.prompts.items())) or 'none'
+        lines.append(f'  prompts      {sum(self.prompts.values())} applied ({sources}), {len(self.rejected)} rejected')
+        lines += ids_table(self.ids)
+        if self.timings:
+            keys = [k for k in STAGES if k in self.timings] + sorted(k for k in self.timings if k not in STAGES)
+            lines += latency_table({STAGES.get(k, k.removesuffix('_ms').replace('_', ' ')): self.timings[k]
+                                    for k in keys})
+        rate = self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+        lines.append(f'  wall time    {self.wall_s:.1f} s ({rate:.2f} frames/s)')
+        if self.warnings:
+            lines.append(f'  warnings     {sum(self.warnings.values())} ({len(self.warnings)} distinct, printed once each)')
+        if self.written:
+            lines.append(f'  output bag   {self.out}: ' + ', '.join(f'{t} {n}' for t, n in self.written.items()))
+        for f in self.files:
+            lines.append(f'  wrote        {f}')
+        if self.error:
+            lines.append(f'  STOPPED      {self.error}')
+        return '\n'.join(lines)
+
+
+class OverlayFiles:
+    """The overlay video (mp4v, created at the second frame to know the rate) and PNGs of chosen frames."""
+
+    def __init__(self, video: Optional[Path], png_dir: Optional[Path], png_frames: Sequence[int]):
+        self.video_path, self.png_dir, self.png_frames = video, png_dir, set(png_frames)
+        self._writer = None
+        self._first = None
+        self.frames = 0
+        self.pngs: List[Path] = []
+
+    def add(self, index: int, stamp_ns: int, overlay: np.ndarray) -> None:
+        import cv2
+        bgr = cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)
+        if self.png_dir is not None and index in self.png_frames:
+            self.png_dir.mkdir(parents=True, exist_ok=True)
+            path = self.png_dir / f'overlay_{index:05d}.png'
+            cv2.imwrite(str(path), bgr)
+            self.pngs.append(path)
+        if self.video_path is None:
+            return
+        if self._writer is None:
+            if self._first is None:
+                self._first = (stamp_ns, bgr)
+                return
+            fps = 1e9 / (stamp_ns - self._first[0]) if stamp_ns > self._first[0] else 15.0
+            self._open(fps, self._first[1].shape)
+            self._write(self._first[1])
+        self._write(bgr)
+
+    def _open(self, fps: float, shape) -> None:
+        import cv2
+        self.video_path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), min(max(fps, 1.0), 120.0),
+                                       (shape[1], shape[0]))
+        if not self._writer.isOpened():
+            raise ReplayError(f'cannot write the video {self.video_path} (mp4v codec unavailable in OpenCV)')
+
+    def _write(self, bgr: np.ndarray) -> None:
+        self._writer.write(bgr)
+        self.frames += 1
+
+    def close(self) -> List[str]:
+        """Finish the files; returns one line per file written."""
+        if self.video_path is not None and self._writer is None and self._first is not None:
+            self._open(15.0, self._first[1].shape)
+            self._write(self._first[1])
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        out = [f'{self.video_path} ({self.frames} frames)'] if self.frames else []
+        if self.pngs:
+            out.append(f'{len(self.pngs)} overlay PNGs in {self.png_dir}: ' + ', '.join(p.name for p in self.pngs))
+        return out
+
+
+def png_indices(n_frames: Optional[int], count: int) -> List[int]:
+    """``count`` frames spread over the replay (at 1/(count+1), 2/(count+1), ...; every 30th when the
+    frame count is unknown)."""
+    if count <= 0:
+        return []
+    if not n_frames:
+        return [30 * (i + 1) for i in range(count)]
+    return sorted({min(n_frames - 1, int(round((i + 1) * n_frames / (count + 1)))) for i in range(count)})
+
+
+def select_topics(reader: BagReader, image_topic: str, camera_info_topic: Optional[str],
+                  bag_prompts: bool):
+    """(image topic, camera info topic or None, prompt topics), checked against the bag."""
+    image = reader.require(image_topic, IMAGE_TYPES)
+    if camera_info_topic is None:   # default: the image's sibling camera_info, when the bag has it
+        sibling = image_topic.rsplit('/', 1)[0] + '/camera_info'
+        camera_info_topic = sibling if sibling in reader.topics else ''
+    if camera_info_topic:
+        reader.require(camera_info_topic, (CAMERA_INFO_TYPE,))
+    prompts = [t.name for t in reader.topics.values() if t.msgtype == PROMPT_TYPE] if bag_prompts else []
+    for name in prompts:
+        reader.require(name, (PROMPT_TYPE,))
+    return image, camera_info_topic or None, prompts
+
+
+class Replay:
+    """One offline replay of ``reader`` through ``pipeline`` into ``writer``.
+
+    Args:
+        reader, writer: the input and output bags.
+        pipeline: the node's pipeline (:func:`load_pipeline`).
+        image_topic, camera_info_topic, prompt_topics: from :func:`select_topics`.
+        events: YAML prompts.
+        outputs: keys of :data:`OUTPUTS` to write.
+        files: overlay video/PNGs, or None.
+        log: where warnings go (a line at a time).
+    """
+
+    def __init__(self, reader: BagReader, writer: BagWriter, pipeline: Pipeline, *, image_topic: str,
+                 camera_info_topic: Optional[str], prompt_topics: Sequence[str], events: Sequence[PromptEvent] = (),
+                 outputs: Sequence[str] = ('objects', 'label_image'), files: Optional[OverlayFiles] = None,
+                 prompts_name: str = 'YAML', log: Callable[[str], None] = print):
+        from rclpy.serialization import deserialize_message, serialize_message
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+        from ..msg import Prompt
+        from ..ros import conversions
+        self._deserialize, self._serialize = deserialize_message, serialize_message
+        self._types = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/CompressedImage': CompressedImage,
+                       CAMERA_INFO_TYPE: CameraInfo, PROMPT_TYPE: Prompt}
+        self._conv = conversions
+        self.reader, self.writer, self.pipeline = reader, writer, pipeline
+        self.image_topic, self.camera_info_topic = image_topic, camera_info_topic
+        self.prompt_topics = list(prompt_topics)
+        self.pending_events = list(events)
+        self.prompts_name = prompts_name
+        self.outputs = list(outputs)
+        self.files = files
+        self.log = log
+        self.stats = ReplayStats(str(reader.path), str(writer.path))
+        self._intrinsics = None
+        self._first_stamp: Optional[int] = None
+
+    def run(self, progress: Optional[Progress] = None) -> ReplayStats:
+        """Replay every frame; stops at the first damage or bad image (``stats.error``)."""
+        start = time.monotonic()
+        pending = None      # (frame, index, log time): processed once every message of its log time is in
+        topics = [self.image_topic, *self.prompt_topics] + ([self.camera_info_topic] if self.camera_info_topic else [])
+        try:
+            for msg in self.reader.messages(topics):
+                if pending is not None and (msg.log_time_ns > pending[2] or msg.topic == self.image_topic):
+                    self._finish(*pending, progress)
+                    pending = None
+                if msg.topic == self.image_topic:
+                    pending = self._frame(msg)
+                elif msg.topic == self.camera_info_topic:
+                    self._camera_info(msg)
+                else:
+                    self._bag_prompt(msg)
+            if pending is not None:
+                self._finish(*pending, progress)
+                pending = None
+        except (BagError, ReplayError) as exc:
+            if pending is not None and not isinstance(exc, ReplayError):
+                self._finish(*pending, progress)
+            self.stats.error = str(exc)
+            if isinstance(exc, BagDamaged):
+                self.stats.error += f'; the {self.stats.frames_out} frames before the damage were processed and written'
+        finally:
+            self.stats.wall_s = time.monotonic() - start
+            if self.files is not None:
+                self.stats.files = self.files.close()
+            self.writer.close()
+            self.stats.written = dict(self.writer.counts)
+        for e in self.pending_events:
+            self.log(f'warning: {self.prompts_name} prompt {e.index} at {e.when} was never applied: '
+                     f'the replay has {self.stats.frames_out} frames')
+        return self.stats
+
+    def _decode(self, msg: BagMessage):
+        try:
+            return self._deserialize(msg.data, self._types[msg.msgtype])
+        except Exception as exc:  # noqa: BLE001 - rclpy raises several types for bad CDR
+            raise BagDamaged(f'{self.reader.path}: the {msg.msgtype} message on {msg.topic} at '
+                             f'{msg.log_time_ns * 1e-9:.3f} s cannot be deserialized ({exc}): corrupt bag') from exc
+
+    def _frame(self, msg: BagMessage):
+        image = self._decode(msg)
+        index = self.stats.frames_in
+        stamp = self._conv.stamp_to_ns(image.header.stamp)
+        try:
+            rgb = (self._conv.image_to_rgb(image) if msg.msgtype == 'sensor_msgs/msg/Image'
+                   else self._conv.compressed_to_rgb(image))
+        except self._conv.ImageError as exc:
+            raise ReplayError(f'frame {index} on {msg.topic} (stamp {stamp * 1e-9:.3f} s): {exc}; '
+                              'replay stops at an image it cannot use') from exc
+        self.stats.frames_in += 1
+        frame = Frame(rgb, stamp, image.header.frame_id, intrinsics=self._intrinsics)
+        self.pipeline.remember(frame)
+        if self._first_stamp is None:
+            self._first_stamp = stamp
+        due = [e for e in self.pending_events if e.due(index, stamp, self._first_stamp)]
+        for event in due:
+            self.pending_events.remove(event)
+            self._add(event.prompt, stamp, 0, False, f'{self.prompts_name} prompt {event.index}', self.prompts_name)
+        return frame, index, msg.log_time_ns
+
+    def _camera_info(self, msg: BagMessage) -> None:
+        from ..geometry.depth3d import CameraIntrinsics
+        info = self._decode(msg)
+        try:
+            self._intrinsics = CameraIntrinsics.from_matrix(info.k, info.width, info.height)
+        except ValueError as exc:
+            self.log(f'warning: {msg.topic}: {exc}')
+
+    def _bag_prompt(self, msg: BagMessage) -> None:
+        prompt_msg = self._decode(msg)
+        source = f'{msg.topic} at {msg.log_time_ns * 1e-9:.3f} s'
+        try:
+            prompt, warnings = self._conv.prompt_from_msg(prompt_msg)
+        except PromptError as exc:
+            self._reject(source, exc)
+            return
+        for w in warnings:
+            self.log(f'warning: {source}: {w}')
+        self._add(prompt, self._conv.stamp_to_ns(prompt_msg.header.stamp), prompt_msg.object_id,
+                  prompt_msg.mode == type(prompt_msg).REFINE, source, msg.topic)
+
+    def _add(self, prompt, stamp_ns: int, object_id: int, refine: bool, source: str, counter: str) -> None:
+        """Add or update an object as the node does (a zero stamp means the newest frame)."""
+        try:
+            object_id, warnings = self.pipeline.add_object(prompt, stamp_ns=stamp_ns or None, object_id=object_id,
+                                                           refine=refine)
+        except PromptError as exc:
+            self._reject(source, exc)
+            return
+        for w in warnings:
+            self.log(f'warning: {source}: {w}')
+        self.stats.prompts[counter] += 1
+
+    def _reject(self, source: str, exc: Exception) -> None:
+        self.stats.rejected.append(f'{source}: {exc}')
+        self.log(f'error: {source}: prompt rejected: {exc}')
+
+    def _finish(self, frame: Frame, index: int, log_time_ns: int, progress: Optional[Progress]) -> None:
+        """Process ``frame`` and write its outputs."""
+        from std_msgs.msg import Header
+        try:
+            result = self.pipeline.process(frame)
+        except Exception as exc:  # noqa: BLE001 - the node logs it; offline cannot skip a frame
+            raise ReplayError(f'frame {index} (stamp {frame.stamp_ns * 1e-9:.3f} s): inference failed: '
+                              f'{type(exc).__name__}: {exc}') from exc
+        for w in result.warnings:
+            if not self.stats.warnings[w]:
+                self.log(f'warning: frame {index}: {w}')
+            self.stats.warnings[w] += 1
+        conv = self._conv
+        header = Header(stamp=conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
+        messages = {'objects': lambda: conv.result_to_msg(result, header),
+                    'label_image': lambda: conv.numpy_to_image(result.label_image, 'mono16', header),
+                    'overlay': lambda: conv.numpy_to_image(result.overlay, 'rgb8', header)}
+        for key in self.outputs:
+            topic, msgtype = OUTPUTS[key]
+            self.writer.write(topic, msgtype, log_time_ns, self._serialize(messages[key]()))
+        if self.files is not None:
+            self.files.add(index, frame.stamp_ns, result.overlay)
+        self.stats.add_result(index, result)
+        if progress is not None:
+            progress.update()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='seem-ros replay', formatter_class=argparse.RawDescriptionHelpFormatter,
+        description='Run a rosbag2 bag (MCAP or sqlite3) through the seem node\'s pipeline and record its outputs: '
+                    'offline (default; every frame, in bag order) or live into a running node (--live).',
+        epilog='Prompt YAML format: see seem_ros/replay/prompts_yaml.py (python -m pydoc '
+               'seem_ros.replay.prompts_yaml). Model settings: built-in defaults (the shipped small model '
+               f'{REPLAY_DEFAULTS["model.checkpoint"]}, variant tiny, short side 120), then --params-file, then the '
+               'options below.')
+    parser.add_argument('bag', type=Path, help='input rosbag2 directory (or a single .mcap / .db3 file)')
+    parser.add_argument('--out', required=True, type=Path, help='output bag directory to create')
+    parser.add_argument('--prompts', type=Path, help='YAML prompt script (objects to add at frames or times)')
+    parser.add_argument('--ignore-bag-prompts', action='store_true',
+                        help=f'do not apply the bag\'s {PROMPT_TYPE} messages')
+    parser.add_argument('--image-topic', default='/camera/image_raw',
+                        help='sensor_msgs/Image or CompressedImage topic (default /camera/image_raw)')
+    parser.add_argument('--camera-info-topic', default=None,
+                        help='CameraInfo topic (default: the image topic\'s sibling camera_info if the bag has it; '
+                             '"" for none)')
+    parser.add_argument('--storage', choices=('mcap', 'sqlite3'), help='output storage (default: the input\'s)')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing output bag')
+    parser.add_argument('--progress', action='store_true', help='show progress even when stderr is not a terminal')
+    model = parser.add_argument_group('model and pipeline (offline)')
+    model.add_argument('--params-file', type=Path, help='the node\'s ROS 2 params file (e.g. config/seem.yaml)')
+    model.add_argument('--checkpoint', help='SEEM checkpoint (model.checkpoint)')
+    model.add_argument('--variant', help='model variant: tiny | focalt | focall (model.variant)')
+    model.add_argument('--version', help='decoder version v1 | v0 (model.version)')
+    model.add_argument('--short-side', type=int, help='model input short side in pixels (model.short_side)')
+    model.add_argument('--device', help='cpu | cuda | cuda:N (runtime.device)')
+    model.add_argument('--precision', help='fp32 | fp16 | bf16 (runtime.precision)')
+    model.add_argument('--mode', help='prompted | everything | both (pipeline.mode)')
+    model.add_argument('--vocabulary', help='comma-separated class names for everything mode (pipeline.vocabulary)')
+    files = parser.add_argument_group('outputs (offline)')
+    files.add_argument('--overlay', action='store_true', help='also write /seem/overlay (rgb8) into the output bag')
+    files.add_argument('--video', type=Path, help='overlay video to write (.mp4, mp4v)')
+    files.add_argument('--png-dir', type=Path, help='directory for overlay PNGs of a few frames')
+    files.add_argument('--pngs', type=int, default=4, help='number of overlay PNGs (default 4)')
+    live = parser.add_argument_group('live mode (--live)')
+    live.add_argument('--live', action='store_true',
+                      help='play the bag into a running seem node with the original timing and record its outputs')
+    live.add_argument('--node-namespace', default='/', help='namespace of the running node (default /)')
+    live.add_argument('--node-name', default='seem', help='name of the running node (default seem)')
+    live.add_argument('--rate', type=float, default=1.0, help='playback rate factor (default 1.0)')
+    live.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
+                      help='publish bag topic FROM on TO (repeatable); Prompt topics go to the node\'s ~/prompt '
+                           'unless remapped')
+    live.add_argument('--no-clock', action='store_true', help='do not publish /clock')
+    live.add_argument('--clock-rate', type=float, default=50.0, help='/clock messages per second (default 50)')
+    live.add_argument('--wait', type=float, default=60.0,
+                      help='seconds to wait for the node to subscribe and publish (default 60)')
+    live.add_argument('--drain', type=float, default=30.0,
+                      help='seconds to wait after the last message for the last output (default 30)')
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    if args.rate <= 0:
+        parser.error('--rate must be > 0')
+    try:
+        events = load_prompts(args.prompts) if args.prompts else []
+    except PromptFileError as exc:
+        parser.error(str(exc))
+    for line in describe(events):
+        print(line, file=sys.stderr)
+    for e in events:
+        for w in e.warnings:
+            print(f'warning: {args.prompts}: prompt {e.index}: {w}', file=sys.stderr)
+    if args.live:
+        from .live import run_live
+        return run_live(args, events)
+    try:
+        stats = run_offline(args, events)
+    except (BagError, ReplayError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(stats.table())
+    if stats.error:
+        print(f'error: {stats.error}', file=sys.stderr)
+        return 1
+    return 0
+
+
+def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
+    """The offline replay of the parsed command line ``args``."""
+    overrides = {'model.checkpoint': args.checkpoint, 'model.variant': args.variant, 'model.version': args.version,
+                 'model.short_side': args.short_side, 'runtime.device': args.device,
+                 'runtime.precision': args.precision, 'pipeline.mode': args.mode,
+                 'pipeline.vocabulary': ([v.strip() for v in args.vocabulary.split(',') if v.strip()]
+                                         if args.vocabulary is not None else None)}
+    params = load_params(args.params_file, overrides)
+    with BagReader(args.bag) as reader:
+        image_topic, camera_info_topic, prompt_topics = select_topics(reader, args.image_topic, args.camera_info_topic,
+                                                                      not args.ignore_bag_prompts)
+        outputs = ['objects'] + (['label_image'] if params.publish__label_image else [])
+        if args.overlay or params.publish__overlay:
+            outputs.append('overlay')
+        files = (OverlayFiles(args.video, args.png_dir, png_indices(image_topic.count, args.pngs))
+                 if args.video or args.png_dir else None)
+        pipeline = load_pipeline(params, overlay='overlay' in outputs or files is not None)
+        print(f'replay {args.bag} ({reader.storage}, {image_topic.count or "?"} frames on {image_topic.name}'
+              f'{", prompts from " + ", ".join(prompt_topics) if prompt_topics else ""}) with '
+              f'{params.model__checkpoint} ({params.model__variant}, short side {params.model__short_side})',
+              file=sys.stderr)
+        writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
+        replay = Replay(reader, writer, pipeline, image_topic=image_topic.name, camera_info_topic=camera_info_topic,
+                        prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
+                        prompts_name=str(args.prompts) if args.prompts else 'YAML',
+                        log=lambda line: print(line, file=sys.stderr))
+        with Progress(image_topic.count, 'replay', unit='frames', enabled=True if args.progress else None) as bar:
+            return replay.run(bar)
