@@ -585,11 +585,8 @@ class BagWriter:
         self.path = Path(path)
         if storage not in STORAGES:
             raise BagError(f'unknown storage {storage!r}; expected one of {tuple(STORAGES)}')
+        check_output(self.path, overwrite)
         if self.path.exists():
-            if not overwrite:
-                raise BagError(f'{self.path} exists (pass --overwrite to replace it)')
-            if not (self.path / 'metadata.yaml').is_file():
-                raise BagError(f'{self.path} exists and is not a rosbag2 directory; not replacing it')
             shutil.rmtree(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.storage = storage
@@ -621,6 +618,16 @@ class BagWriter:
         self.close()
 
 
+def check_output(path: Path, overwrite: bool) -> None:
+    """Raise :class:`BagError` unless a bag can be written at ``path`` (absent, or an existing rosbag2
+    directory and ``overwrite``)."""
+    if path.exists():
+        if not overwrite:
+            raise BagError(f'{path} exists (pass --overwrite to replace it)')
+        if not (path / 'metadata.yaml').is_file():
+            raise BagError(f'{path} exists and is not a rosbag2 directory; not replacing it')
+
+
 def cdr_stamp_ns(data: bytes) -> int:
     """Header stamp in nanoseconds of a CDR message whose first field is a ``std_msgs/Header``."""
     little = data[1] & 1
@@ -628,4 +635,5 @@ def cdr_stamp_ns(data: bytes) -> int:
     return sec * 1_000_000_000 + nanosec
 
 
-__all__ = ['BagDamaged', 'BagError', 'BagMessage', 'BagReader', 'BagWriter', 'Topic', 'cdr_stamp_ns']
+__all__ = ['BagDamaged', 'BagError', 'BagMessage', 'BagReader', 'BagWriter', 'Topic', 'cdr_stamp_ns',
+           'check_output']

@@ -35,10 +35,11 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
-from .bagio import BagDamaged, BagError, BagReader, BagWriter, cdr_stamp_ns
+from .bagio import BagDamaged, BagError, BagReader, BagWriter, cdr_stamp_ns, check_output
 from .offline import IMAGE_TYPES, PROMPT_TYPE, IdStats, ReplayError, ids_table, latency_table
 from .prompts_yaml import PromptEvent
 
+DISCOVERY_SETTLE_S = 0.5
 RECORDED = (('objects', 'seem_ros/msg/TrackedObjectArray'), ('label_image', 'sensor_msgs/msg/Image'),
             ('overlay', 'sensor_msgs/msg/Image'), ('diagnostics', 'diagnostic_msgs/msg/DiagnosticArray'))
 
@@ -235,6 +236,9 @@ class LiveReplay:
                     f'config/seem.yaml -r __ns:={self.node_name.rsplit("/", 1)[0] or "/"} '
                     f'-r image:={plan[self.image_topic][0]} -p use_sim_time:=true')
             time.sleep(0.05)
+        # Matching is seen here first; a message sent before the node has matched this player is
+        # resent only at the next reliable heartbeat (seconds later): give discovery a moment.
+        time.sleep(DISCOVERY_SETTLE_S)
 
     # ---------------------------------------------------------------- player
     def _bag_now(self) -> int:
@@ -329,6 +333,7 @@ def run_live(args, events: Sequence[PromptEvent]) -> int:
     """``seem-ros replay --live`` for the parsed command line ``args``; returns the exit code."""
     try:
         remaps = parse_remaps(args.remap)
+        check_output(args.out, args.overwrite)
         with BagReader(args.bag) as reader:
             image = reader.require(args.image_topic, IMAGE_TYPES)
             writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)

@@ -36,7 +36,7 @@ import yaml
 
 from ..pipeline import Frame, FrameResult, Pipeline, PromptError, TrackState
 from ..progress import Progress
-from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter
+from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter, check_output
 from .prompts_yaml import PromptEvent, PromptFileError, describe, load_prompts
 
 IMAGE_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CompressedImage')
@@ -537,6 +537,7 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
                  'pipeline.vocabulary': ([v.strip() for v in args.vocabulary.split(',') if v.strip()]
                                          if args.vocabulary is not None else None)}
     params = load_params(args.params_file, overrides)
+    check_output(args.out, args.overwrite)
     with BagReader(args.bag) as reader:
         image_topic, camera_info_topic, prompt_topics = select_topics(reader, args.image_topic, args.camera_info_topic,
                                                                       not args.ignore_bag_prompts)
