@@ -12,7 +12,11 @@ and thresholds at 0, i.e. where the predicted coverage crosses one half.
   on its mask, and a symmetric contrastive term on the grounding scores (query -> sentence over
   the sentences, sentence -> query over the queries, which is how inference picks the query);
 * :func:`spatial_loss`: each visual prompt owns 3 queries (v1); the best of the 3 masks gets
-  BCE + dice and the selection logits ``mask_embed . prompt_mean`` learn to pick it.
+  BCE + dice and the selection logits ``mask_embed . prompt_mean`` learn to pick it;
+* :func:`text_contrastive_loss` (not in SEEM, whose text encoder comes pretrained): class names
+  embedded with two random prompt templates must identify each other. A text encoder trained from
+  scratch otherwise maps all names to nearly the same vector (the template dominates), which
+  leaves the class logits flat.
 """
 from __future__ import annotations
 
@@ -33,6 +37,7 @@ class LossWeights:
     dice: float = 5.0
     grounding: float = 2.0
     select: float = 2.0
+    text: float = 1.0
     eos_coef: float = 0.1
 
 
@@ -148,3 +153,12 @@ def select_logits(pred_smaskembs: torch.Tensor, pos_mean: torch.Tensor, candidat
     (``pred_smaskembs`` (3P, C)) against its positive mean feature (``pos_mean`` (P, C))."""
     embeds = pred_smaskembs.view(len(pos_mean), candidates, -1)
     return (embeds * pos_mean[:, None, :]).sum(-1)
+
+
+def text_contrastive_loss(first: torch.Tensor, second: torch.Tensor, scale: torch.Tensor,
+                          weights: LossWeights) -> torch.Tensor:
+    """Symmetric InfoNCE between two (K, C) normalized embeddings of the same K names (row i of
+    both is name i, each with its own template), logits ``scale * first @ second.T``."""
+    logits = scale * first @ second.T
+    target = torch.arange(len(first))
+    return weights.text * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2

@@ -11,7 +11,8 @@ once, text encoder included:
   and feeding the round's ``prev_mask`` to the next, as in multi-round interactive segmentation.
 
 Every decoder layer's prediction is supervised (deep supervision). The vocabulary is the shape
-names or the "colour shape" names, each embedded with one random prompt template per step.
+names or the "colour shape" names, each embedded with one random prompt template per step; all
+those names, embedded twice with random templates, also feed :func:`.losses.text_contrastive_loss`.
 
 Reproducible and resumable: the model is initialized from ``--seed``, step ``k`` draws its data
 from ``(seed, k)``, and the training state (model, optimizer, step) is saved to ``--state`` every
@@ -122,9 +123,8 @@ class Trainer:
         out = self.model.lang_encoder.forward_tokens(input_ids[:, :length])
         return out['token_emb'], attention_mask[:, :length].bool(), out['class_emb']
 
-    def _text_embeddings(self, vocabulary: Sequence[str], rng: np.random.Generator) -> torch.Tensor:
-        """(K+1, C) normalized class embeddings (last = background), one random template each."""
-        names = list(vocabulary) + ['background']
+    def _class_embeddings(self, names: Sequence[str], rng: np.random.Generator) -> torch.Tensor:
+        """(K, C) normalized embeddings of ``names``, each in one random prompt template."""
         texts = [PROMPT_TEMPLATES[int(rng.integers(len(PROMPT_TEMPLATES)))].format(n) for n in names]
         return normalize(self._encode_texts(texts)[2])
 
@@ -196,11 +196,15 @@ class Trainer:
 
     def loss(self, examples: Sequence[Example], rng: np.random.Generator,
              generator: torch.Generator) -> Dict[str, torch.Tensor]:
-        """Loss parts ('object', 'grounding', 'spatial'), each a mean over images and layers."""
+        """Loss parts ('object', 'grounding', 'spatial': means over images and layers; 'text')."""
         padded = [normalize_and_pad(ex.image, self.model.size_divisibility) for ex in examples]
         feats = self.model.encode_image(torch.cat([t for t, _ in padded]), padded[0][1])
         vocabulary = COLOUR_SHAPE_VOCABULARY if rng.random() < COLOUR_SHAPE_PROB else SHAPE_VOCABULARY
-        text = self._text_embeddings(vocabulary, rng)
+        names = SHAPE_VOCABULARY + COLOUR_SHAPE_VOCABULARY + ('background',)
+        first, second = self._class_embeddings(names, rng), self._class_embeddings(names, rng)
+        text = first[[names.index(n) for n in vocabulary + ('background',)]]
+        text_term = losses.text_contrastive_loss(first, second, self.model.lang_encoder.logit_scale.exp(),
+                                                 self.weights)
         sentence_emb, tokens, padding = self._grounding_inputs(examples)
         out = self.decoder(feats.multi_scale_features, feats.mask_features, text_embeddings=text,
                            grounding_tokens=tokens, grounding_padding=padding, return_steps=True)
@@ -218,7 +222,7 @@ class Trainer:
         spatial_terms = [self._spatial(feats, b, ex, weighted_choice(rng, ROUNDS), generator)
                          for b, ex in enumerate(examples)]
         return {'object': torch.stack(object_terms).mean(), 'grounding': torch.stack(grounding_terms).mean(),
-                'spatial': torch.stack(spatial_terms).mean()}
+                'spatial': torch.stack(spatial_terms).mean(), 'text': text_term}
 
 
 def step_examples(seed: int, step: int, batch: int, short_side: int) -> List[Example]:
