@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Tracking benchmark (issue #8): do ids survive motion, occlusion and leaving the frame?
 
-Runs on generated scenes (``seem_ros.scenes``; seeds 0..999, training uses seeds >= 10_000).
+Runs on generated scenes (``seem_ros.scenes``) with held-out seeds
+(:data:`seem_ros.training.data.EVAL_SEEDS`, 0..999; training scenes use other seeds).
 
 Part 1, the trackers alone on ground truth, to measure association apart from segmentation:
 
@@ -64,9 +65,10 @@ from seem_ros.rasterize import rasterize  # noqa: E402
 from seem_ros.scenes import SHAPES, build_scene, render_frame, scripted_prompts  # noqa: E402
 from seem_ros.tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConfig,  # noqa: E402
                                PromptedTracker, colour_descriptor, mask_bbox, mask_iou)
+from seem_ros.training.data import EVAL_SEEDS  # noqa: E402
 
 SCENARIOS = ('occlusion', 'exit_reentry', 'random', 'demo')
-MAX_SEED = 1000        # benchmark seeds stay below; training scenes use seeds >= 10_000
+PARTS = ('gt-everything', 'gt-prompted', 'e2e-prompted', 'e2e-everything')
 TARGETS = {'IDF1': 0.95, 'occlusion_switches_2s': 0, 'reacquire_frames': 3}
 
 
@@ -200,7 +202,8 @@ def summarize(seqs: Sequence[SequenceLog]) -> dict:
     i = ident.combine_sequences({n: ident.eval_sequence(d) for n, d in data.items()})
     out = {'sequences': len(seqs), 'HOTA': float(np.mean(h['HOTA'])), 'DetA': float(np.mean(h['DetA'])),
            'AssA': float(np.mean(h['AssA'])), 'MOTA': float(c['MOTA']), 'IDF1': float(i['IDF1']),
-           'IDSW': int(c['IDSW']), 'FP': int(c['CLR_FP']), 'FN': int(c['CLR_FN']), 'GT_dets': int(c['CLR_TP'] + c['CLR_FN'])}
+           'IDSW': int(c['IDSW']), 'FP': int(c['CLR_FP']), 'FN': int(c['CLR_FN']),
+           'GT_dets': int(c['CLR_TP'] + c['CLR_FN'])}
     jf = _j_and_f(seqs)
     if jf is not None:
         out.update(jf)
@@ -448,37 +451,43 @@ def run_prompted(scene, predictor, config: PromptedConfig, min_px: int, *, set_f
 
 # --------------------------------------------------------------------------- report
 
-ROWS = [('HOTA', '{:.3f}'), ('MOTA', '{:.3f}'), ('IDF1', '{:.3f}'), ('IDSW', '{}'), ('J&F', '{:.3f}')]
-
-
-def _fmt(value, spec):
+def _fmt(value, spec: str = '{:.3f}') -> str:
     return '-' if value is None else spec.format(value)
 
 
 def table(results: Dict[str, dict]) -> str:
-    head = (f"{'part':16} {'seqs':>4} {'HOTA':>6} {'MOTA':>6} {'IDF1':>6} {'IDSW':>5} {'J&F':>6} "
-            f"{'events':>6} {'kept':>5} {'switch':>6} {'occ<=2s sw':>10} {'exit kept':>9} {'delay mean/p90/max':>18} "
-            f"{'<=3 fr':>6}")
-    lines = [head, '-' * len(head)]
+    """The results as a Markdown table (one row per part)."""
+    head = ['part', 'scenes', 'HOTA', 'MOTA', 'IDF1', 'ID sw.', 'J&F', 'occl. <= 2 s: id kept (switched)',
+            'exits: id kept', 're-acq. delay mean / p90 / max', 're-acq. <= 3 frames']
+    lines = ['| ' + ' | '.join(head) + ' |', '|' + '---|' * len(head)]
     for name, r in results.items():
         if not r:
             continue
         e = r['events']
-        delay = '/'.join(_fmt(e[k], '{:.1f}' if k != 'delay_max' else '{}') for k in ('delay_mean', 'delay_p90', 'delay_max'))
-        kept = e['kept'] or 0
-        lines.append(f"{name:16} {r['sequences']:>4} {r['HOTA']:>6.3f} {r['MOTA']:>6.3f} {r['IDF1']:>6.3f} {r['IDSW']:>5} "
-                     f"{_fmt(r.get('J&F'), '{:.3f}'):>6} {e['total']:>6} {e['kept']:>5} {e['switched']:>6} "
-                     f"{e['occlusion_le_2s_switched']:>4}/{e['occlusion_le_2s']:<5} {e['exits_kept']:>4}/{e['exits']:<4} "
-                     f"{delay:>18} {e['reacquired_within_3']:>3}/{kept:<2}")
+        occ_kept = e['occlusion_le_2s'] - e['occlusion_le_2s_not_kept']
+        row = [name, str(r['sequences']), _fmt(r['HOTA']), _fmt(r['MOTA']), _fmt(r['IDF1']), str(r['IDSW']),
+               _fmt(r.get('J&F')), f"{occ_kept}/{e['occlusion_le_2s']} ({e['occlusion_le_2s_switched']})",
+               f"{e['exits_kept']}/{e['exits']}",
+               f"{_fmt(e['delay_mean'], '{:.1f}')} / {_fmt(e['delay_p90'], '{:.0f}')} / {_fmt(e['delay_max'], '{}')}",
+               f"{e['reacquired_within_3']}/{e['kept']}"]
+        lines.append('| ' + ' | '.join(row) + ' |')
     return '\n'.join(lines)
 
 
 def _seed_range(text: str) -> range:
     lo, _, hi = text.partition(':')
     seeds = range(int(lo), int(hi)) if hi else range(int(lo), int(lo) + 1)
-    if seeds.start < 0 or seeds.stop > MAX_SEED:
-        raise argparse.ArgumentTypeError(f'seeds must lie in 0..{MAX_SEED - 1} (training uses seeds >= 10_000)')
+    if seeds.start < EVAL_SEEDS.start or seeds.stop > EVAL_SEEDS.stop:
+        raise argparse.ArgumentTypeError(
+            f'seeds must lie in the held-out range {EVAL_SEEDS.start}..{EVAL_SEEDS.stop - 1}')
     return seeds
+
+
+def _override(text: str) -> tuple:
+    key, sep, value = text.partition('=')
+    if not sep:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected KEY=VALUE')
+    return key, json.loads(value)
 
 
 def main(argv=None) -> int:
@@ -491,14 +500,25 @@ def main(argv=None) -> int:
     parser.add_argument('--scenarios', default=','.join(SCENARIOS), help='comma list (default all)')
     parser.add_argument('--checkpoint', type=Path, default=Path('models/seem_tiny.pt'))
     parser.add_argument('--variant', default='tiny')
-    parser.add_argument('--short-side', type=int, default=256, help='model input short side (part 2)')
+    parser.add_argument('--short-side', type=int, default=120, help='model input short side (part 2; default 120, '
+                        'as training)')
     parser.add_argument('--width', type=int, default=640)
     parser.add_argument('--height', type=int, default=480)
     parser.add_argument('--min-visible-px', type=int, default=100,
                         help='ground-truth instances with fewer visible pixels are ignored')
-    parser.add_argument('--parts', default='gt-everything,gt-prompted,e2e', help='comma list of parts to run')
+    parser.add_argument('--parts', default=','.join(PARTS),
+                        help=f'comma list of parts to run (default all: {",".join(PARTS)})')
+    parser.add_argument('--set', type=_override, action='append', default=[], metavar='KEY=VALUE',
+                        help='override a tracker setting (JSON value) of PromptedConfig and/or EverythingConfig')
     parser.add_argument('--json', type=Path, default=Path('bench/results/tracking.json'))
     args = parser.parse_args(argv)
+    prompted_keys = {f.name for f in dataclasses.fields(PromptedConfig)}
+    everything_keys = {f.name for f in dataclasses.fields(EverythingConfig)}
+    for key, _ in args.set:
+        if key not in prompted_keys | everything_keys:
+            parser.error(f'--set {key}: not a tracker setting')
+    prompted = PromptedConfig(**{k: v for k, v in args.set if k in prompted_keys})
+    everything = EverythingConfig(**{k: v for k, v in args.set if k in everything_keys})
     scenarios = [s for s in args.scenarios.split(',') if s]
     parts = set(args.parts.split(','))
     noise = Noise()
@@ -513,7 +533,7 @@ def main(argv=None) -> int:
         with Progress(len(scenarios) * len(args.seeds), 'gt-everything', unit='scenes') as bar:
             for scene in scenes(args.seeds):
                 rng = np.random.default_rng([scene.seed, SCENARIOS.index(scene.scenario), 1])
-                logs.append(run_gt_everything(scene, noise, rng, args.min_visible_px, EverythingConfig()))
+                logs.append(run_gt_everything(scene, noise, rng, args.min_visible_px, everything))
                 bar.update()
         results['gt-everything'] = summarize(logs)
         timings['gt-everything'] = time.perf_counter() - t0
@@ -525,33 +545,32 @@ def main(argv=None) -> int:
             for scene in scenes(args.seeds):
                 rng = np.random.default_rng([scene.seed, SCENARIOS.index(scene.scenario), 2])
                 sim = SimulatedSegmenter(scene, noise, rng, args.min_visible_px)
-                logs.append(run_prompted(scene, sim, PromptedConfig(), args.min_visible_px, set_frame=sim.set_frame)[0])
+                logs.append(run_prompted(scene, sim, prompted, args.min_visible_px, set_frame=sim.set_frame)[0])
                 bar.update()
         results['gt-prompted'] = summarize(logs)
         timings['gt-prompted'] = time.perf_counter() - t0
 
-    if 'e2e' in parts:
-        if not args.checkpoint.is_file():
-            print(f'part 2 (end to end) skipped: checkpoint {args.checkpoint} not found '
-                  f'(pass --checkpoint, or train/ship models/seem_tiny.pt first)', file=sys.stderr)
-        else:
-            import torch
-            from seem_ros.predictor import SeemPredictor
-            torch.set_num_threads(max(1, torch.get_num_threads()))
-            predictor = SeemPredictor.from_checkpoint(args.checkpoint, variant=args.variant,
-                                                      short_side=args.short_side)
-            t0 = time.perf_counter()
-            logs, ev_logs = [], []
-            with Progress(len(scenarios) * len(args.e2e_seeds), 'e2e', unit='scenes') as bar:
-                for scene in scenes(args.e2e_seeds):
-                    log, ev_log = run_prompted(scene, predictor, PromptedConfig(), args.min_visible_px,
-                                               vocabulary=SHAPES, everything=EverythingConfig())
-                    logs.append(log)
-                    ev_logs.append(ev_log)
-                    bar.update()
+    e2e = [p for p in ('e2e-prompted', 'e2e-everything') if p in parts]
+    if e2e and not args.checkpoint.is_file():
+        print(f'part 2 (end to end) skipped: checkpoint {args.checkpoint} not found '
+              f'(pass --checkpoint, or train and ship models/seem_tiny.pt first)', file=sys.stderr)
+    elif e2e:
+        from seem_ros.predictor import SeemPredictor
+        predictor = SeemPredictor.from_checkpoint(args.checkpoint, variant=args.variant, short_side=args.short_side)
+        t0 = time.perf_counter()
+        logs, ev_logs = [], []
+        with Progress(len(scenarios) * len(args.e2e_seeds), 'e2e', unit='scenes') as bar:
+            for scene in scenes(args.e2e_seeds):
+                log, ev_log = run_prompted(scene, predictor, prompted, args.min_visible_px, vocabulary=SHAPES,
+                                           everything=everything if 'e2e-everything' in parts else None)
+                logs.append(log)
+                ev_logs.append(ev_log)
+                bar.update()
+        if 'e2e-prompted' in parts:
             results['e2e-prompted'] = summarize(logs)
+        if 'e2e-everything' in parts:
             results['e2e-everything'] = summarize(ev_logs)
-            timings['e2e'] = time.perf_counter() - t0
+        timings['e2e'] = time.perf_counter() - t0
 
     print(table(results))
     print(f"targets: IDF1 >= {TARGETS['IDF1']}; {TARGETS['occlusion_switches_2s']} ID switches for occlusions "
@@ -559,8 +578,8 @@ def main(argv=None) -> int:
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({
         'args': {k: (str(v) if isinstance(v, (Path, range)) else v) for k, v in vars(args).items()},
-        'noise': dataclasses.asdict(noise), 'prompted_config': dataclasses.asdict(PromptedConfig()),
-        'everything_config': dataclasses.asdict(EverythingConfig()),
+        'noise': dataclasses.asdict(noise), 'prompted_config': dataclasses.asdict(prompted),
+        'everything_config': dataclasses.asdict(everything),
         'targets': TARGETS, 'results': results, 'seconds': timings}, indent=2))
     print(f'wrote {args.json}')
     return 0

@@ -15,11 +15,11 @@ before calling ``update``, so one encoding serves both trackers.
 """
 from __future__ import annotations
 
-import math
 import threading
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, fields
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import cv2
 import numpy as np
 
 from ..prompts import ObjectPrompt, ReferencePatch
@@ -112,8 +112,11 @@ class PromptedConfig(AssociationConfig):
             image border.
         reference_interval_s: at most one new reference per track per this interval.
         reference_margin: the reference crop is the mask's box grown by this fraction per side.
+        propagation: how the predicted mask prompts the next frame: 'mask' (the mask itself),
+            'box' (its box) or 'box+point' (its box and its innermost pixel as a click).
         global_when_tracked: also prompt visible tracks with their reference (found even after
-            a large jump); otherwise only lost ones.
+            a jump too large for the propagation prompt, at the cost of a second, longer prompt
+            per object); otherwise only lost tracks get it.
         use_prev_mask: pass the previous low-resolution mask logits as ``prev_mask`` memory.
         negative_others: give the other tracks' predicted masks as the negative mask of each
             propagation prompt.
@@ -126,9 +129,19 @@ class PromptedConfig(AssociationConfig):
     reference_confidence: float = 0.7
     reference_interval_s: float = 2.0
     reference_margin: float = 0.25
-    global_when_tracked: bool = True
+    propagation: str = 'mask'
+    global_when_tracked: bool = False
     use_prev_mask: bool = True
     negative_others: bool = False
+
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.propagation not in PROPAGATION:
+            raise ValueError(f'propagation must be one of {PROPAGATION}, got {self.propagation!r}')
+
+
+PROPAGATION = ('mask', 'box', 'box+point')
 
 
 @dataclass(frozen=True)
@@ -189,11 +202,14 @@ class _Request:
 
 def merge_prompts(base: ObjectPrompt, extra: ObjectPrompt) -> ObjectPrompt:
     """``base`` with the inputs of ``extra`` added (its text, name, masks and reference win when set)."""
+    def join(a, b, shape, dtype):
+        return np.concatenate([np.reshape(a, shape), np.reshape(b, shape)]).astype(dtype)
+
     return ObjectPrompt(
         text=extra.text or base.text,
-        points=np.concatenate([np.reshape(base.points, (-1, 2)), np.reshape(extra.points, (-1, 2))]).astype(np.float32),
-        point_labels=np.concatenate([np.reshape(base.point_labels, -1), np.reshape(extra.point_labels, -1)]).astype(bool),
-        boxes=np.concatenate([np.reshape(base.boxes, (-1, 4)), np.reshape(extra.boxes, (-1, 4))]).astype(np.float32),
+        points=join(base.points, extra.points, (-1, 2), np.float32),
+        point_labels=join(base.point_labels, extra.point_labels, -1, bool),
+        boxes=join(base.boxes, extra.boxes, (-1, 4), np.float32),
         scribbles=tuple(base.scribbles) + tuple(extra.scribbles),
         polygons=tuple(base.polygons) + tuple(extra.polygons),
         mask=extra.mask if extra.mask is not None else base.mask,
@@ -238,8 +254,9 @@ class PromptedTracker:
     Per frame, every live track gets prompts, all decoded in ONE batched ``predict`` call:
 
     * *propagate* (found within the last ``motion_horizon_s``): its last mask moved by its
-      velocity as a mask prompt (with the object's text), plus its previous low-resolution
-      logits as ``prev_mask`` memory;
+      velocity, as a visual prompt (``propagation``: the mask, its box, or its box and
+      innermost point; with the object's text), plus its previous low-resolution logits as
+      ``prev_mask`` memory;
     * *global*: its reference, the object cut from a confident earlier frame (or the prompt's
       own referring patch, or its text) as a referring prompt that finds it anywhere in the
       image (lost tracks always, visible ones when ``global_when_tracked``);
@@ -251,8 +268,8 @@ class PromptedTracker:
     predicted mask and appearance similarity; or re-identification: appearance alone), and
     one assignment over all tracks and candidates decides: protected continuity matches of
     visible tracks first (``keep_iou``), tracks never found yet last. Any other match must not
-    overlap a protected mask (nor a mask a prompt was just applied to). A track that is not matched is
-    LOST, and removed after ``lost_timeout_s``.
+    overlap a protected mask (nor a mask a prompt was just applied to). A track that is not
+    matched is LOST, and removed after ``lost_timeout_s``.
 
     Args:
         predictor: has ``predict(prompts, prev_mask=None)`` returning ``masks`` (N, H, W) bool,
@@ -377,7 +394,7 @@ class PromptedTracker:
             return FrameTracks(out, warnings)
 
     def _requests(self, size, stamp_ns: int, only: Optional[set]) -> List[_Request]:
-        """Under the lock: the prompts of this frame (module docstring of the class)."""
+        """Under the lock: the prompts of this frame (see the class docstring)."""
         cfg = self.config
         requests: List[_Request] = []
         propagate: List[Tuple[Track, np.ndarray]] = []
@@ -398,7 +415,7 @@ class PromptedTracker:
             mask = _predicted(track, stamp_ns, size, cfg.motion_horizon_s)[0]
             if mask is not None:
                 propagate.append((track, mask))
-            if mask is None or cfg.global_when_tracked:
+            if mask is None or track.misses or cfg.global_when_tracked:
                 prompt = self._global_prompt(track)
                 if prompt is not None:
                     requests.append(_Request(track, 'global', prompt, None))
@@ -412,8 +429,7 @@ class PromptedTracker:
                 negative = negative if negative.any() else None
             text = track.origin.text if track.origin else ''
             logits = track.logits if track.logits_size == size else None
-            requests.append(_Request(track, 'propagate', ObjectPrompt(text=text, mask=mask, negative_mask=negative),
-                                     logits))
+            requests.append(_Request(track, 'propagate', _visual_prompt(mask, cfg.propagation, text, negative), logits))
         return requests
 
     @staticmethod
@@ -464,6 +480,7 @@ class PromptedTracker:
                     warnings.append(f'track {req.track.id} removed: its prompt could not be applied')
                     self._drop(req.track.id)
                 elif req.kind == 'init':
+                    warnings.append(f'track {req.track.id}: its re-prompt could not be applied; kept as it was')
                     req.track.pending = None
                 continue
             mask, confidence, embedding, logits = res
@@ -585,6 +602,20 @@ class PromptedTracker:
                 and (track.reference is None or (stamp_ns - track.reference_ns) * 1e-9 >= cfg.reference_interval_s)):
             track.reference = _crop_reference(image, cand.mask, cand.bbox, cfg.reference_margin)
             track.reference_ns = stamp_ns
+
+
+def _visual_prompt(mask: np.ndarray, kind: str, text: str, negative: Optional[np.ndarray]) -> ObjectPrompt:
+    """A prompt for the object under the non-empty ``mask`` (see ``PromptedConfig.propagation``)."""
+    if kind == 'mask':
+        return ObjectPrompt(text=text, mask=mask, negative_mask=negative)
+    box = np.array([mask_bbox(mask)], np.float32)
+    if kind == 'box':
+        return ObjectPrompt(text=text, boxes=box, negative_mask=negative)
+    x0, y0, x1, y1 = (int(v) for v in box[0])
+    crop = np.pad(mask[y0:y1, x0:x1], 1).astype(np.uint8)
+    row, col = np.unravel_index(int(np.argmax(cv2.distanceTransform(crop, cv2.DIST_L2, 3))), crop.shape)
+    point = np.array([[x0 + col - 0.5, y0 + row - 0.5]], np.float32)
+    return ObjectPrompt(text=text, boxes=box, points=point, point_labels=np.ones(1, bool), negative_mask=negative)
 
 
 def _crop_reference(image: np.ndarray, mask: np.ndarray, bbox: Box, margin: float) -> ReferencePatch:

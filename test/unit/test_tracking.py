@@ -424,7 +424,7 @@ def test_prompted_tracker_runs_with_the_real_predictor():
 
     torch.manual_seed(0)
     predictor = SeemPredictor(build_seem('tiny'), short_side=96)
-    scene = build_scene('occlusion', 0, width=128, height=96, frames=5)
+    scene = build_scene('occlusion', 0, width=128, height=96, frames=3)
     tracker = PromptedTracker(predictor, PromptedConfig(min_confidence=0.0, min_similarity=0.0))
     first = render_frame(scene, 0)
     box = mask_bbox(first.mask(3))
