@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -192,7 +193,8 @@ def bench_backend(backend, sizes, camera_sizes, timer: Timer, short_side: int) -
 
 def machine_info() -> dict:
     info = {'cpu': platform.processor() or platform.machine(), 'python': platform.python_version(),
-            'torch': torch.__version__, 'torch_threads': torch.get_num_threads(), 'date': time.strftime('%Y-%m-%d')}
+            'cpu_count': os.cpu_count(), 'torch': torch.__version__, 'torch_threads': torch.get_num_threads(),
+            'load_average_at_start': [round(v, 2) for v in os.getloadavg()], 'date': time.strftime('%Y-%m-%d')}
     try:
         import onnxruntime
         info['onnxruntime'] = onnxruntime.__version__
@@ -209,6 +211,10 @@ def machine_info() -> dict:
     return info
 
 
+def _ms(value: float) -> str:
+    return f'{value:.3f}' if value < 1 else f'{value:.1f}'
+
+
 def print_table(report: dict) -> None:
     for variant, per_backend in report['results'].items():
         for name, data in per_backend.items():
@@ -221,7 +227,7 @@ def print_table(report: dict) -> None:
                                          for s in sizes) + ' |')
             print('|---|' + '---|' * len(sizes))
             for stage in STAGES:
-                cells = [f'{data[s][stage]["median_ms"]:.1f} ({data[s][stage]["p90_ms"]:.1f})' for s in sizes]
+                cells = [f'{_ms(data[s][stage]["median_ms"])} ({_ms(data[s][stage]["p90_ms"])})' for s in sizes]
                 print(f'| {stage} | ' + ' | '.join(cells) + ' |')
             frame = [f'{1000 / data[s]["frame_4p"]["median_ms"]:.2f} fps' for s in sizes]
             print('| throughput (frame_4p) | ' + ' | '.join(frame) + ' |')
@@ -280,6 +286,7 @@ def main(argv=None) -> int:
             report['results'][variant][name] = {'describe': backend.describe(),
                                                 **bench_backend(backend, sizes, camera_sizes, timer, args.short_side)}
             model = model.cpu()
+    report['machine']['load_average_at_end'] = [round(v, 2) for v in os.getloadavg()]
     print_table(report)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(report, indent=1) + '\n')

@@ -97,7 +97,6 @@ FORBIDDEN_OPS = frozenset({'NonZero', 'RandomUniform', 'RandomUniformLike', 'Ran
                            'Multinomial', 'Bernoulli', 'Unique'})
 TEXT_MAX_BATCH = 4096
 
-LOG = logging.getLogger('seem_ros.runtime.export')
 
 
 class ExportParityError(RuntimeError):
@@ -617,22 +616,15 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
 
 
 def _update_manifest(out_dir: Path, cfg: ExportConfig, name: str, entry: dict) -> None:
+    check_compatible(out_dir, cfg)
     path = out_dir / MANIFEST
-    config = dict(cfg.__dict__)
-    if path.is_file():
-        manifest = read_manifest(out_dir)
-        if manifest['config'] != config:
-            changed = sorted(k for k in config if manifest['config'].get(k) != config[k])
-            raise ValueError(f'{out_dir} holds graphs of another model or configuration ({", ".join(changed)} '
-                             'differ); export into a new directory')
-    else:
-        manifest = {'format': FORMAT, 'config': config, 'graphs': {}}
+    manifest = read_manifest(out_dir) if path.is_file() else {'format': FORMAT, 'config': dict(cfg.__dict__), 'graphs': {}}
     manifest['graphs'][name] = entry
     _write_json_atomic(path, manifest)
 
 
 def check_compatible(out_dir, cfg: ExportConfig) -> None:
-    """Raise ValueError early when ``out_dir`` already holds an export of another configuration."""
+    """Raise ValueError when ``out_dir`` already holds an export of another configuration."""
     path = Path(out_dir) / MANIFEST
     if path.is_file():
         stored = read_manifest(out_dir)['config']
@@ -659,15 +651,7 @@ def plan(groups: Iterable[str], sizes: Sequence[Tuple[int, int]], precisions: Se
     return jobs
 
 
-def onnx_file(directory, name: str) -> Path:
-    """Path of manifest entry ``name`` in ``directory`` (KeyError naming what was exported)."""
-    manifest = read_manifest(directory)
-    if name not in manifest['graphs']:
-        raise KeyError(f'{name} was not exported to {directory} (have: {", ".join(sorted(manifest["graphs"]))})')
-    return Path(directory) / manifest['graphs'][name]['file']
-
-
 __all__ = ['ExportConfig', 'ExportParityError', 'GraphResult', 'Tolerance', 'TOLERANCES', 'KINDS', 'GROUPS',
            'DEFAULT_GROUPS', 'PRECISIONS', 'RECIPES', 'apply_recipe', 'compare', 'export_graph', 'graph_module',
            'graph_name', 'interface', 'ort_runner', 'padded_size', 'plan', 'probe_feeds', 'read_manifest',
-           'sha256_file', 'tolerance', 'torch_runner', 'check_compatible', 'onnx_file']
+           'sha256_file', 'tolerance', 'torch_runner', 'check_compatible']

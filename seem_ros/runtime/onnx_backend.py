@@ -8,7 +8,6 @@ Subclasses only implement ``_run(name, feeds)``.
 """
 from __future__ import annotations
 
-import logging
 from abc import abstractmethod
 from pathlib import Path
 from typing import Dict, Optional
@@ -22,7 +21,6 @@ from ..model.spatial import PromptPoints, SpatialPrompts
 from .backend import Backend, BackendUnavailable
 from .export import TEXT_MAX_BATCH, graph_name, read_manifest
 
-LOG = logging.getLogger('seem_ros.runtime')
 
 TORCH_DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'int64': torch.int64, 'int32': torch.int32,
                 'bool': torch.bool}
