@@ -115,7 +115,7 @@ def depth_to_metres(depth: np.ndarray, encoding: str, *, max_depth: float = math
         raise ValueError(f"'{encoding}' depth must be a 2D {np.dtype(dtype)} array, got {depth.dtype} {depth.shape}")
     metres = depth.astype(np.float32) * np.float32(scale)
     with np.errstate(invalid='ignore'):
-        metres[~((metres > 0) & (metres <= max_depth))] = np.nan   # NaN compares False: also dropped
+        metres[~(np.isfinite(metres) & (metres > 0) & (metres <= max_depth))] = np.nan
     return metres
 
 

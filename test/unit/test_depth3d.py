@@ -187,7 +187,8 @@ def test_depth_encodings_and_invalid_values(encoding):
     assert out.dtype == np.float32 and out.shape == (2, 3)
     np.testing.assert_allclose(out[0, 1:], [0.5, 1.234], atol=1e-6)
     assert np.isnan(out[0, 0]) and np.isnan(out[1]).all()
-    assert depth_to_metres(raw, encoding)[1, 2] == pytest.approx(9.0)   # no max_depth: kept
+    unbounded = depth_to_metres(raw, encoding)                         # no max_depth: 9 m kept, inf not
+    assert unbounded[1, 2] == pytest.approx(9.0) and np.isnan(unbounded[1, 1])
 
 
 def test_depth_encoding_errors():
