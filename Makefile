@@ -8,7 +8,7 @@ SETUP_INPUTS := tools/setup.sh requirements.txt requirements-torch.txt requireme
 	$(wildcard msg/*.msg srv/*.srv)
 # The main job. Until the node and its demo scenes land, the smallest real end-to-end run: two
 # processes exchanging a prompt and the tracked objects it produces over DDS.
-DEMO ?= $(PY) tools/interfaces_demo.py
+DEMO ?= $(PY) -m seem_ros.cli.main demo
 PYTEST_ARGS ?=
 
 # A sourced ROS installation would shadow the venv's ROS packages.

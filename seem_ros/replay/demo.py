@@ -67,39 +67,36 @@ def generate(out: Path, args) -> Path:
 
 
 def quality(bag: Path, output: Path) -> list:
-    """Rows (prompt, target, id, mean IoU, frames visible, frames with IoU > 0.5) of every prompted
-    object: its label-image mask against the ground-truth mask, from its prompt's frame on, over
-    the frames where the object is visible."""
+    """Rows (prompt kind, target sentence, id, mean IoU, frames, frames with IoU > 0.5) of every
+    prompted object: its mask in the object arrays against the ground truth, from its prompt's frame
+    on, over the frames where the object is visible."""
     from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import Image
 
+    from ..mask_codec import CompactMask
     from ..msg import TrackedObjectArray
-    from ..ros.conversions import image_to_numpy
     gt = read_ground_truth(bag)
     index = {f['stamp_ns']: f['index'] for f in gt.meta['frames']}
-    names, labels = {}, {}
+    masks = {}    # (frame, object name) -> mask
+    ids = {}      # object name -> id
     with BagReader(output) as reader:
-        for msg in reader.messages(['/seem/objects', '/seem/label_image']):
-            if msg.topic == '/seem/objects':
-                arr = deserialize_message(msg.data, TrackedObjectArray)
-                for obj in arr.objects:
-                    names.setdefault(obj.prompt_name, obj.id)
-            else:
-                img = deserialize_message(msg.data, Image)
-                stamp = img.header.stamp.sec * 1_000_000_000 + img.header.stamp.nanosec
-                labels[index[stamp]] = image_to_numpy(img)
-    objects = {o['id']: o for o in gt.meta['objects']}
+        for msg in reader.messages(['/seem/objects']):
+            arr = deserialize_message(msg.data, TrackedObjectArray)
+            k = index[arr.header.stamp.sec * 1_000_000_000 + arr.header.stamp.nanosec]
+            for o in arr.objects:
+                ids.setdefault(o.prompt_name, o.id)
+                masks[k, o.prompt_name] = CompactMask(o.mask_x_offset, o.mask_y_offset, o.mask_width, o.mask_height,
+                                                      np.asarray(o.mask_rle)).to_mask(arr.image_height, arr.image_width)
+    sentences = {o['id']: o['sentence'] for o in gt.meta['objects']}
     rows = []
     for p in gt.prompts:
-        object_id = names.get(p['object_name'])
         ious = []
         for k in range(p['frame'], gt.ids.shape[0]):
             truth = gt.ids[k] == p['object_id']
-            if k in labels and truth.any():
-                found = labels[k] == object_id if object_id else np.zeros_like(truth)
+            if truth.any():
+                found = masks.get((k, p['object_name']), np.zeros_like(truth))
                 ious.append(np.count_nonzero(found & truth) / np.count_nonzero(found | truth))
-        rows.append((p['kind'], objects[p['object_id']]['sentence'], object_id or '-',
-                     float(np.mean(ious)) if ious else float('nan'), len(ious), int(np.sum(np.array(ious) > 0.5))))
+        rows.append((p['kind'], sentences[p['object_id']], ids.get(p['object_name'], '-'),
+                     float(np.mean(ious)) if ious else float('nan'), len(ious), int(sum(i > 0.5 for i in ious))))
     return rows
 
 

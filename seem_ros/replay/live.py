@@ -29,6 +29,7 @@ played and recorded.
 from __future__ import annotations
 
 import importlib
+import shutil
 import sys
 import threading
 import time
@@ -200,6 +201,9 @@ class LiveReplay:
             self.writer.close()
             self.stats.written = dict(self.writer.counts)
             self.stats.wall_s = time.monotonic() - start
+            if not self._published_at:     # nothing was played: leave no empty output bag behind
+                shutil.rmtree(self.writer.path, ignore_errors=True)
+                self.stats.written = {}
         with self._lock:
             self.stats.frames_with_output = len(set(self._outputs) & set(self._published_at))
         return self.stats
