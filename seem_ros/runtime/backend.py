@@ -48,7 +48,8 @@ class Backend(ABC):
     Attributes (set by subclasses): ``name`` (one of ``BACKENDS``), ``device``, ``version``
     ('v1'/'v0'), ``hidden_dim`` C, ``num_queries`` (101), ``context_length`` (77),
     ``logit_scale`` (float, the language encoder's log scale), ``max_spatial_points`` (per-sign
-    pixel budget of visual prompts), ``size_divisibility`` (32).
+    pixel budget of visual prompts: the official 512, or ``n_max // 2`` of an export with fewer
+    points), ``size_divisibility`` (32).
     """
 
     name: str

@@ -148,8 +148,8 @@ def backends(tiny, tiny_export):
 
 def prompt_masks():
     pos = torch.zeros(3, *SIZE, dtype=torch.bool)
-    pos[0, 20:24, 30:36] = True
-    pos[1, 60:66, 100:103] = True
+    pos[0, 20:24, 30:34] = True            # 26 positive pixels: within the export's 32 per sign
+    pos[1, 60:63, 100:103] = True
     pos[2, 5, 5] = True
     neg = torch.zeros_like(pos)
     neg[0, 90, 20] = True
@@ -187,16 +187,20 @@ def test_onnxruntime_backend_matches_torch_backend(backends):
 
 
 def test_fixed_sizes_are_enforced(backends):
-    _, ort_backend = backends
+    torch_backend, ort_backend = backends
     features = ort_backend.encode_image(ex.probe_image(SIZE))
     pos = torch.zeros(5, *SIZE, dtype=torch.bool)
     pos[:, 3, 3] = True
     with pytest.raises(ValueError, match='p_max=4'):
         ort_backend.encode_prompts(features, pos)
     many = torch.zeros(1, *SIZE, dtype=torch.bool)
-    many[0, :10, :10] = True
+    many[0, :10, :10] = True                          # 100 pixels: subsampled to n_max / 2 per sign
+    assert ort_backend.max_spatial_points == 32
+    encoded = ort_backend.encode_prompts(features, many, generator=torch.Generator().manual_seed(0))
+    assert encoded.tokens.shape[1] == 32
+    unpadded = torch_backend.encode_prompts(torch_backend.encode_image(ex.probe_image(SIZE)), many)
     with pytest.raises(ValueError, match='n_max=64'):
-        ort_backend.encode_prompts(features, many)
+        ort_backend.decode(features, spatial=unpadded)
     with pytest.raises(ValueError, match=r'\(1, 16\)'):
         ort_backend.decode(features, grounding_tokens=torch.zeros(1, 17, ort_backend.hidden_dim))
     with pytest.raises(BackendUnavailable, match='encoder-256x320.fp32 was not exported'):
