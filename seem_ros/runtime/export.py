@@ -89,7 +89,7 @@ KINDS = ('encoder', 'text', 'prompt_encoder', 'decoder', 'decoder_memory')
 # CLI groups -> graph kinds
 GROUPS = {'encoder': ('encoder',), 'text': ('text',), 'decoder': ('prompt_encoder', 'decoder'),
           'memory': ('decoder_memory',)}
-DEFAULT_GROUPS = ('encoder', 'text', 'decoder')
+DEFAULT_GROUPS = ('encoder', 'text', 'decoder', 'memory')  # the tracker decodes with prev_mask memory
 PRECISIONS = ('fp32', 'fp16')
 # recipe descriptions; part of TensorRT engine cache keys (bump when a recipe changes)
 RECIPES = {'fp32': 'fp32', 'fp16': 'fp16/1: LayerNorm, GroupNorm, attention+softmax fp32; fp32 I/O'}
