@@ -20,5 +20,5 @@ setup(
     packages=find_packages(include=['seem_ros', 'seem_ros.*']),
     package_data={'seem_ros': ['**/*.tsv', '**/*.json', '**/*.yaml']},
     python_requires='>=3.10',
-    entry_points={'console_scripts': ['seem-ros = seem_ros.cli.main:main']},
+    entry_points={'console_scripts': ['seem-ros = seem_ros.cli.main:main', 'seem-node = seem_ros.ros.seem_node:main']},
 )

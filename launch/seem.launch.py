@@ -1,7 +1,11 @@
 """Launch the seem lifecycle node on a camera.
 
     ros2 launch seem_ros seem.launch.py image:=/camera/color/image_raw \
-        camera_info:=/camera/color/camera_info checkpoint:=/path/to/seem_focalt_v1.pt
+        checkpoint:=/path/to/seem_focalt_v1.pt
+    # with 3D (depth.enabled in the params file, or the launch argument depth_enabled:=true):
+    ros2 launch seem_ros seem.launch.py image:=/camera/color/image_raw depth_enabled:=true \
+        depth:=/camera/aligned_depth_to_color/image_raw \
+        depth_camera_info:=/camera/aligned_depth_to_color/camera_info checkpoint:=...
 
 Without a ROS install (no `launch` package) the same node runs with
 ``python -m seem_ros.ros.seem_node --ros-args --params-file config/seem.yaml -r image:=...``.
@@ -20,9 +24,11 @@ ARGUMENTS = [
      'colour image topic (sensor_msgs/Image; <image>/compressed when input.transport is compressed)'),
     ('click', '', 'pixel clicks (geometry_msgs/Point); empty: <image>_mouse_left, where rqt_image_view '
                   'publishes clicks on the image'),
-    ('camera_info', '/camera/color/camera_info', 'CameraInfo of the colour image'),
     ('depth', '/camera/aligned_depth_to_color/image_raw',
-     'aligned depth image, 16UC1 mm or 32FC1 m (subscribed when input.depth is true)'),
+     'depth image aligned to the colour image, 16UC1 mm or 32FC1 m (subscribed when depth.enabled is true)'),
+    ('depth_camera_info', '/camera/aligned_depth_to_color/camera_info',
+     'CameraInfo of the depth image (the colour camera\'s works too; subscribed when depth.enabled is true)'),
+    ('depth_enabled', '', 'true/false: override depth.enabled of params_file (3D of every object); empty: keep it'),
     ('params_file', str(Path(get_package_share_directory('seem_ros')) / 'config' / 'seem.yaml'),
      'parameters file (README, "The node")'),
     ('checkpoint', '', 'SEEM checkpoint file; empty: model.checkpoint of params_file'),
@@ -40,12 +46,14 @@ def _seem_node(context):
                  'autostart': arg('autostart').lower() == 'true'}
     if arg('checkpoint'):
         overrides['model.checkpoint'] = arg('checkpoint')
+    if arg('depth_enabled'):
+        overrides['depth.enabled'] = arg('depth_enabled').lower() == 'true'
     return [LifecycleNode(
         package='seem_ros', executable='seem_node', name='seem', namespace=arg('namespace'), output='screen',
         parameters=[arg('params_file'), overrides],
         remappings=[('image', arg('image')), ('image/compressed', arg('image') + '/compressed'),
                     ('~/click', arg('click') or arg('image') + '_mouse_left'),
-                    ('camera_info', arg('camera_info')), ('depth', arg('depth'))],
+                    ('depth', arg('depth')), ('depth/camera_info', arg('depth_camera_info'))],
         ros_arguments=['--log-level', arg('log_level')])]
 
 

@@ -1,16 +1,15 @@
 """The segmentation pipeline behind the node and bag replay (no ROS imports).
 
-A :class:`Pipeline` owns a ring buffer of recent frames, the table of prompted objects and a
-predictor (``set_image`` / ``predict`` / ``segment_everything``, see ``seem_ros.predictor``).
-Prompts name the frame they refer to by stamp; they are applied to that frame while it is in
-the ring buffer, otherwise to the newest frame (with a warning), and wait for the first frame
-when none has arrived. :meth:`Pipeline.process` encodes a frame once, decodes every object in
-one batch, optionally runs open-vocabulary panoptic segmentation, and returns a
-:class:`FrameResult` with per-object masks and ids, a uint16 label image and an overlay.
-
-Until the tracker lands, a prompted object is re-found on later frames by prompting with its
-last mask (:func:`followup_prompt`), and everything-mode segments get ids from
-:class:`SegmentIds`; both are small stand-ins meant to be replaced.
+A :class:`Pipeline` owns a ring buffer of recent frames, a predictor (``set_image`` /
+``predict`` / ``segment_everything``, see ``seem_ros.predictor``) and two trackers that share one
+id pool (:mod:`seem_ros.tracking`): a :class:`~seem_ros.tracking.PromptedTracker` for the
+objects users prompted and an :class:`~seem_ros.tracking.EverythingTracker` for
+open-vocabulary panoptic segments. Prompts name the frame they refer to by stamp; they are
+applied to that frame while it is in the ring buffer, otherwise to the newest frame (with a
+warning), and wait for the first frame when none has arrived. :meth:`Pipeline.process`
+encodes a frame once, lets the trackers find every object on it (all prompted objects in one
+batched decoder pass), and returns a :class:`FrameResult` with each object's id, state (NEW,
+TRACKED, LOST) and mask, a uint16 label image and an overlay.
 """
 from __future__ import annotations
 
@@ -18,17 +17,27 @@ import enum
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from .geometry.depth3d import CameraIntrinsics, nearest_by_stamp
 from .overlay import draw_overlay, label_image
 from .prompts import ObjectPrompt
+from .tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConfig, PromptedTracker, TrackOutput,
+                       TrackState, mask_iou, merge_prompts)
 
-MAX_ID = 65535  # ids are label-image pixels (uint16); 0 is background
+__all__ = ['Frame', 'FrameResult', 'IdPool', 'LatestFrameWorker', 'Mode', 'ObjectInfo', 'Pipeline', 'PipelineConfig',
+           'PromptError', 'StampedBuffer', 'TrackOutput', 'TrackState', 'fit_prompt']
+
+EVERYTHING_OVERLAP_IOU = 0.5
+"""An everything-mode segment overlapping a visible prompted object this much is that object."""
+
+_BEFORE_FIRST_FRAME_NS = 2**62
+"""Creation stamp given to the tracker for an object prompted before any frame: it cannot time
+out before it is first found (the first frame's stamp is not known yet)."""
 
 
 class PromptError(ValueError):
@@ -43,30 +52,21 @@ class Mode(str, enum.Enum):
     BOTH = 'both'
 
 
-class TrackState(enum.IntEnum):
-    """Life of an object: NEW on the frame its prompt was applied to, then TRACKED or LOST."""
-
-    NEW = 0
-    TRACKED = 1
-    LOST = 2
-
-
 @dataclass(frozen=True)
 class Frame:
-    """One camera image and what was synchronized with it.
+    """One camera image.
 
     Attributes:
         image: (H, W, 3) uint8 RGB.
         stamp_ns: capture time in nanoseconds (the image header stamp).
         frame_id: the image's coordinate frame.
-        depth: aligned depth (h, w) float32 in metres, NaN where invalid, or None.
-        intrinsics: the camera intrinsics of ``image``, or None.
+        intrinsics: the camera intrinsics of ``image``, or None (not used by the pipeline;
+            carried with the frame for its consumers).
     """
 
     image: np.ndarray
     stamp_ns: int
     frame_id: str = ''
-    depth: Optional[np.ndarray] = None
     intrinsics: Optional[CameraIntrinsics] = None
 
     @property
@@ -82,33 +82,34 @@ class PipelineConfig:
     Attributes:
         mode: prompted, everything or both; switchable at runtime.
         vocabulary: class names for everything mode.
-        score_threshold: everything-mode segments scoring below are dropped.
-        object_threshold: a prompted object scoring below (or with an empty mask) is LOST.
-        max_objects: most prompted objects in the table, and most segments per frame.
+        max_objects: most prompted objects, and most everything-mode segments per frame.
         ring_size: frames kept for prompts that refer to an older frame.
         stamp_tolerance_ns: how far a prompt's stamp may be from the frame it picks.
         overlay: draw the overlay image.
         overlay_alpha: mask opacity in the overlay.
+        prompted: settings of the prompted-object tracker (``min_confidence``: a result below
+            is rejected, the object is LOST; ``lost_timeout_s``: a lost object is removed after).
+        everything: settings of the everything-mode tracker (``min_score``: segments below
+            are dropped; ``min_hits``, ``max_misses``: birth and death hysteresis).
     """
 
     mode: Mode = Mode.PROMPTED
     vocabulary: Tuple[str, ...] = ()
-    score_threshold: float = 0.5
-    object_threshold: float = 0.0
     max_objects: int = 32
     ring_size: int = 30
     stamp_tolerance_ns: int = 10_000_000
     overlay: bool = False
     overlay_alpha: float = 0.5
+    prompted: PromptedConfig = PromptedConfig()
+    everything: EverythingConfig = EverythingConfig()
 
     def __post_init__(self):
         object.__setattr__(self, 'mode', Mode(self.mode))
         object.__setattr__(self, 'vocabulary', tuple(v.strip() for v in self.vocabulary if v.strip()))
         if self.mode != Mode.PROMPTED and not self.vocabulary:
             raise ValueError(f"mode '{self.mode.value}' needs a non-empty vocabulary")
-        for name in ('score_threshold', 'object_threshold', 'overlay_alpha'):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f'{name} must be in [0, 1], got {getattr(self, name)}')
+        if not 0.0 <= self.overlay_alpha <= 1.0:
+            raise ValueError(f'overlay_alpha must be in [0, 1], got {self.overlay_alpha}')
         if not 1 <= self.max_objects <= 1000:
             raise ValueError(f'max_objects must be in [1, 1000], got {self.max_objects}')
         if self.ring_size < 1:
@@ -117,46 +118,23 @@ class PipelineConfig:
             raise ValueError(f'stamp tolerance must be >= 0, got {self.stamp_tolerance_ns} ns')
 
 
-@dataclass(frozen=True)
-class ObjectResult:
-    """One object on one frame.
-
-    Attributes:
-        id: track id (label-image value), 1..65535.
-        label: the prompt's name or text, or the everything-mode class.
-        score: model confidence in [0, 1]; the last known one when LOST.
-        state: NEW / TRACKED / LOST.
-        mask: (H, W) bool, all False when LOST.
-        bbox: XYXY pixels (x1, y1 exclusive) of the mask; the last known one when LOST.
-        last_seen_ns: stamp of the newest frame the object was found in (0: never).
-        prompt: the object's current prompt (None for everything-mode segments).
-    """
-
-    id: int
-    label: str
-    score: float
-    state: TrackState
-    mask: np.ndarray
-    bbox: Tuple[float, float, float, float]
-    last_seen_ns: int
-    prompt: Optional[ObjectPrompt] = None
-
-
 @dataclass
 class FrameResult:
     """What :meth:`Pipeline.process` returns for a frame.
 
     Attributes:
         frame: the input frame (its stamp and frame id head every output).
-        objects: prompted objects first (table order), then everything-mode segments.
-        label_image: (H, W) uint16, pixel = object id, 0 = background.
+        objects: prompted objects first, then everything-mode tracks, each by id: id, state
+            (NEW, TRACKED or LOST), label, score, mask (empty when LOST), box, last-seen stamp
+            and the prompt of origin (None for everything mode).
+        label_image: (H, W) uint16, pixel = object id, 0 = background (LOST objects absent).
         overlay: (H, W, 3) uint8 RGB with masks and ids drawn, or None.
         timings: stage -> milliseconds.
         warnings: problems that did not stop the frame (each names the object and the cause).
     """
 
     frame: Frame
-    objects: List[ObjectResult]
+    objects: List[TrackOutput]
     label_image: np.ndarray
     overlay: Optional[np.ndarray]
     timings: Dict[str, float]
@@ -197,37 +175,7 @@ class StampedBuffer:
         return len(self._items)
 
 
-class IdAllocator:
-    """Hands out ids 1..65535 in increasing order, wrapping around and skipping ids in use."""
-
-    def __init__(self):
-        self._next = 1
-
-    def take(self, in_use) -> int:
-        if len(in_use) >= MAX_ID:
-            raise PromptError('all 65535 object ids are in use')
-        while self._next in in_use:
-            self._next = self._next % MAX_ID + 1
-        taken = self._next
-        self._next = self._next % MAX_ID + 1
-        return taken
-
-
-def mask_bbox(mask: np.ndarray) -> Tuple[float, float, float, float]:
-    """XYXY pixel box of a bool mask (x1, y1 exclusive); zeros for an empty mask."""
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return 0.0, 0.0, 0.0, 0.0
-    cols = np.flatnonzero(mask.any(axis=0))
-    return float(cols[0]), float(rows[0]), float(cols[-1] + 1), float(rows[-1] + 1)
-
-
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.count_nonzero(a | b)
-    return np.count_nonzero(a & b) / union if union else 0.0
-
-
-def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int]) -> Tuple[ObjectPrompt, List[str]]:
+def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = False) -> Tuple[ObjectPrompt, List[str]]:
     """Check ``prompt`` against an (H, W) image before it is applied.
 
     Clicks outside the image are dropped, boxes, scribbles and polygons are clipped to it (each
@@ -235,7 +183,8 @@ def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int]) -> Tuple[ObjectPromp
 
     Raises:
         PromptError: a mask of another size than the image (or a referring mask of another
-            size than its image), or nothing left of the prompt.
+            size than its image), or nothing positive left of the prompt (with ``refine``, a
+            correction of a known object: nothing left at all; negative clicks alone are fine).
     """
     h, w = size
     warnings = []
@@ -276,100 +225,31 @@ def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int]) -> Tuple[ObjectPromp
                      polygons=clip_lines(prompt.polygons, 'polygon'))
     positive = (fitted.text.strip() or fitted.point_labels.any() or len(fitted.boxes) or len(fitted.scribbles)
                 or len(fitted.polygons) or fitted.mask is not None or fitted.reference is not None)
-    if not positive:
-        raise PromptError('nothing positive is left of the prompt' + (f' ({"; ".join(warnings)})' if warnings else ''))
+    if not (positive or (refine and not fitted.is_empty)):
+        raise PromptError(f'nothing {"" if refine else "positive "}is left of the prompt'
+                          + (f' ({"; ".join(warnings)})' if warnings else ''))
     return fitted, warnings
 
 
-@dataclass
-class _Object:
-    """A row of the object table (mutable; guarded by the pipeline lock)."""
-
-    id: int
-    prompt: ObjectPrompt
-    frame: Optional[Frame]          # frame the prompt must be applied to; None = the next processed frame
-    applied: bool = False           # the prompt has been applied on its frame
-    state: TrackState = TrackState.NEW
-    score: float = 0.0
-    mask: Optional[np.ndarray] = None   # last non-empty mask
-    bbox: Tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
-    last_seen_ns: int = 0
-
-    @property
-    def label(self) -> str:
-        return self.prompt.name or self.prompt.text
-
-
-def _text_only(prompt: ObjectPrompt) -> bool:
-    return bool(prompt.text) and not prompt.has_visual and prompt.reference is None
-
-
-def followup_prompt(prompt: ObjectPrompt, last_mask: Optional[np.ndarray], size: Tuple[int, int]) -> ObjectPrompt:
-    """Prompt that re-finds an object on a later frame: its text plus its last non-empty mask.
-
-    Text-only objects are re-grounded from their text; visual objects without a mask yet keep
-    their original prompt. Stand-in for the tracker (issue #8).
-    """
-    if last_mask is None or _text_only(prompt):
-        return prompt
-    if last_mask.shape != tuple(size):
-        last_mask = cv2.resize(last_mask.astype(np.uint8), size[::-1], interpolation=cv2.INTER_NEAREST).astype(bool)
-    return ObjectPrompt(text=prompt.text, mask=last_mask, name=prompt.name)
-
-
-def merge_prompts(base: ObjectPrompt, extra: ObjectPrompt) -> ObjectPrompt:
-    """``base`` with the inputs of ``extra`` added (its text, name, masks and reference win when set)."""
-    return ObjectPrompt(
-        text=extra.text or base.text,
-        points=np.concatenate([np.reshape(base.points, (-1, 2)), np.reshape(extra.points, (-1, 2))]).astype(np.float32),
-        point_labels=np.concatenate([np.reshape(base.point_labels, -1), np.reshape(extra.point_labels, -1)]).astype(bool),
-        boxes=np.concatenate([np.reshape(base.boxes, (-1, 4)), np.reshape(extra.boxes, (-1, 4))]).astype(np.float32),
-        scribbles=tuple(base.scribbles) + tuple(extra.scribbles),
-        polygons=tuple(base.polygons) + tuple(extra.polygons),
-        mask=extra.mask if extra.mask is not None else base.mask,
-        negative_mask=extra.negative_mask if extra.negative_mask is not None else base.negative_mask,
-        reference=extra.reference or base.reference,
-        name=extra.name or base.name)
-
-
-class SegmentIds:
-    """Per-frame ids for everything-mode segments: a segment keeps the id of the previous
-    frame's segment with the same label and mask IoU >= ``min_iou``, else gets a new id.
-    Stand-in for the tracker (issue #8)."""
-
-    def __init__(self, min_iou: float = 0.5):
-        self.min_iou = min_iou
-        self._previous: List[Tuple[int, str, np.ndarray]] = []
-
-    def assign(self, segments, new_id: Callable[[set], int], reserved: set) -> List[int]:
-        """Ids for ``segments`` (objects with ``label`` and ``mask``), never one in ``reserved``."""
-        ids: List[int] = []
-        free = [p for p in self._previous if p[0] not in reserved]
-        for seg in segments:
-            best, best_iou = None, self.min_iou
-            for prev in free:
-                if prev[1] == seg.label and prev[2].shape == seg.mask.shape:
-                    iou = mask_iou(prev[2], seg.mask)
-                    if iou >= best_iou:
-                        best, best_iou = prev, iou
-            if best is not None:
-                free.remove(best)
-                ids.append(best[0])
-            else:
-                ids.append(new_id(reserved | set(ids) | {p[0] for p in free}))
-        self._previous = [(i, s.label, s.mask) for i, s in zip(ids, segments)]
-        return ids
-
-    def clear(self) -> None:
-        self._previous = []
+def _text_only(prompt: Optional[ObjectPrompt]) -> bool:
+    return prompt is not None and bool(prompt.text) and not prompt.has_visual and prompt.reference is None
 
 
 @dataclass(frozen=True)
 class ObjectInfo:
-    """A row of :meth:`Pipeline.list_objects`: an object's id and current prompt."""
+    """A row of :meth:`Pipeline.list_objects`: a prompted object's id and the prompt that created it."""
 
     id: int
     prompt: ObjectPrompt
+
+
+@dataclass
+class _Binding:
+    """The frame a prompt that the tracker has not applied yet refers to. ``frame`` None: the
+    prompt arrived before any frame; ``prompt`` is then what must be fitted to the first one."""
+
+    frame: Optional[Frame]
+    prompt: Optional[ObjectPrompt] = None
 
 
 class Pipeline:
@@ -378,17 +258,20 @@ class Pipeline:
     Args:
         predictor: a ``SeemPredictor`` (or anything with the same three methods).
         config: :class:`PipelineConfig`.
-        ids: id source; pass the previous pipeline's to never reuse an id within a process.
+        ids: id pool of both trackers; pass the previous pipeline's to never reuse an id
+            within a process.
     """
 
-    def __init__(self, predictor, config: PipelineConfig, ids: Optional[IdAllocator] = None):
+    def __init__(self, predictor, config: PipelineConfig, ids: Optional[IdPool] = None):
         self.predictor = predictor
         self._config = config
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()              # frames, bindings, config
+        self._process_lock = threading.Lock()       # one frame at a time
         self._frames = StampedBuffer(config.ring_size)
-        self._objects: Dict[int, _Object] = {}
-        self._ids = ids or IdAllocator()
-        self._segment_ids = SegmentIds()
+        self._ids = IdPool() if ids is None else ids
+        self._prompted = PromptedTracker(predictor, config.prompted, self._ids)
+        self._everything = EverythingTracker(config.everything, self._ids)
+        self._bindings: Dict[int, _Binding] = {}
 
     @property
     def config(self) -> PipelineConfig:
@@ -399,7 +282,9 @@ class Pipeline:
         with self._lock:
             self._frames.resize(config.ring_size)
             if config.mode == Mode.PROMPTED:
-                self._segment_ids.clear()
+                self._everything.reset()
+            self._prompted.config = config.prompted
+            self._everything.config = config.everything
             self._config = config
 
     def remember(self, frame: Frame) -> None:
@@ -414,39 +299,50 @@ class Pipeline:
 
     def add_object(self, prompt: ObjectPrompt, *, stamp_ns: Optional[int] = None, object_id: int = 0,
                    refine: bool = False) -> Tuple[int, List[str]]:
-        """Add an object (``object_id`` 0) or update object ``object_id``, keeping its id.
+        """Add an object (``object_id`` 0) or re-prompt object ``object_id``, keeping its id.
 
-        An update replaces the object's prompt, or with ``refine`` adds the new inputs to what is
-        known of the object (its text and last mask), e.g. corrective clicks. ``stamp_ns`` names
-        the frame the prompt refers to (None: the newest frame); the prompt is applied on the next
-        :meth:`process` call. A new text-only prompt equal to an existing object's returns that
-        object's id. Returns ``(id, warnings)``.
+        A re-prompt replaces the object's prompt (a new object under the same id), or with
+        ``refine`` adds the new inputs to what is known of the object (its current mask and
+        text), e.g. corrective clicks. ``stamp_ns`` names the frame the prompt refers to (None:
+        the newest frame); the prompt is applied by the next :meth:`process` call, on that frame
+        when it is older than the processed one. A new text-only prompt equal to an existing
+        object's returns that object's id. Returns ``(id, warnings)``.
 
         Raises:
             PromptError: empty prompt, unknown id, table full, or a prompt that does not fit the frame.
         """
         warnings: List[str] = []
+        if prompt.is_empty:
+            raise PromptError('the prompt is empty (no text, points, boxes, scribbles, polygons, mask or reference)')
         with self._lock:
-            old = self._objects.get(object_id)
-            if object_id and old is None:
+            tracks = {t.id: t for t in self._prompted.tracks()}
+            if object_id and object_id not in tracks:
                 raise PromptError(f'no object with id {object_id}')
-            frame = self._pick_frame(stamp_ns, warnings)
-            if refine and old is not None:
-                prompt = merge_prompts(followup_prompt(old.prompt, old.mask, frame.size) if frame else old.prompt,
-                                       prompt)
-            if prompt.is_empty:
-                raise PromptError('the prompt is empty (no text, points, boxes, scribbles, polygons, mask or reference)')
-            if old is None and _text_only(prompt):
-                for obj in self._objects.values():
-                    if _text_only(obj.prompt) and (obj.prompt.text, obj.prompt.name) == (prompt.text, prompt.name):
-                        return obj.id, warnings + [f"'{prompt.text}' is already object {obj.id}"]
-            if old is None and len(self._objects) >= self._config.max_objects:
+            if not object_id and _text_only(prompt):
+                for t in tracks.values():
+                    if _text_only(t.origin) and (t.origin.text, t.origin.name) == (prompt.text, prompt.name):
+                        return t.id, [f"'{prompt.text}' is already object {t.id}"]
+            if not object_id and len(tracks) >= self._config.max_objects:
                 raise PromptError(f'the object table is full (max_objects={self._config.max_objects})')
+            frame = self._pick_frame(stamp_ns, warnings)
             if frame is not None:
-                prompt, fit_warnings = fit_prompt(prompt, frame.size)
+                prompt, fit_warnings = fit_prompt(prompt, frame.size, refine=bool(object_id) and refine)
                 warnings += fit_warnings
-            object_id = object_id or self._ids.take(self._objects.keys())
-            self._objects[object_id] = _Object(object_id, prompt, frame)
+            try:
+                if object_id:
+                    self._prompted.prompt(object_id, prompt, refine=refine)
+                else:
+                    object_id = self._prompted.add(
+                        prompt, stamp_ns=frame.stamp_ns if frame is not None else _BEFORE_FIRST_FRAME_NS)
+            except RuntimeError as exc:   # every id in use
+                raise PromptError(str(exc)) from exc
+            if frame is None:             # fitted to the first frame in process()
+                waiting = self._bindings.get(object_id)
+                if refine and waiting is not None and waiting.frame is None:
+                    prompt = merge_prompts(waiting.prompt, prompt)
+                self._bindings[object_id] = _Binding(None, prompt)
+            else:
+                self._bindings[object_id] = _Binding(frame)
             return object_id, warnings
 
     def _pick_frame(self, stamp_ns: Optional[int], warnings: List[str]) -> Optional[Frame]:
@@ -462,172 +358,115 @@ class Pipeline:
         return self._frames.newest()
 
     def remove_object(self, object_id: int = 0, name: str = '') -> int:
-        """Remove object ``object_id``, or when it is 0 the object named ``name``; returns its id.
+        """Remove prompted object ``object_id``, or when it is 0 the object named ``name``; returns its id.
 
         Raises:
             KeyError: no such object (the message names the id or name).
         """
         with self._lock:
             if not object_id:
-                object_id = next((o.id for o in self._objects.values() if name and o.prompt.name == name), 0)
+                object_id = next((t.id for t in self._prompted.tracks()
+                                  if name and t.origin is not None and t.origin.name == name), 0)
                 if not object_id:
                     raise KeyError(f"no object named '{name}'")
-            if object_id not in self._objects:
-                raise KeyError(f'no object with id {object_id}')
-            del self._objects[object_id]
+            try:
+                self._prompted.remove(object_id)
+            except KeyError:
+                raise KeyError(f'no object with id {object_id}') from None
+            self._bindings.pop(object_id, None)
             return object_id
 
     def reset(self) -> None:
-        """Remove every object and forget everything-mode ids (frames stay buffered)."""
+        """Remove every object, prompted and everything-mode (frames stay buffered)."""
         with self._lock:
-            self._objects.clear()
-            self._segment_ids.clear()
+            self._prompted.reset()
+            self._everything.reset()
+            self._bindings.clear()
 
     def list_objects(self) -> List[ObjectInfo]:
-        with self._lock:
-            return [ObjectInfo(o.id, o.prompt) for o in sorted(self._objects.values(), key=lambda o: o.id)]
+        """The prompted objects by id, each with the prompt that created it."""
+        return [ObjectInfo(t.id, t.origin) for t in self._prompted.tracks()]
 
     def process(self, frame: Frame) -> FrameResult:
         """Segment ``frame``: every prompted object (mode prompted/both) and the vocabulary (everything/both).
 
-        Objects whose prompt refers to a newer frame wait for it; a prompt that cannot be applied
-        removes its object, with a warning in the result.
+        Prompts that refer to an older buffered frame are applied there first; a prompt that
+        cannot be applied removes its object, with a warning in the result.
         """
         t_start = time.perf_counter()
         timings: Dict[str, float] = {}
         warnings: List[str] = []
-        with self._lock:
-            self._frames.add(frame.stamp_ns, frame)
-            config = self._config
-            jobs = self._bind(frame, warnings) if config.mode != Mode.EVERYTHING else []
-
-        # Prompts that refer to an older buffered frame are applied there first.
-        older: Dict[int, List[_Job]] = {}
-        for job in jobs:
-            if job.frame is not None and job.frame.stamp_ns != frame.stamp_ns:
-                older.setdefault(job.frame.stamp_ns, []).append(job)
-        for group in older.values():
-            t0 = time.perf_counter()
-            self.predictor.set_image(group[0].frame.image)
-            masks, _ = self._decode([j.prompt for j in group], [j.obj.id for j in group], warnings)
-            for job, mask in zip(group, masks):
-                job.frame = None
-                if mask is None:
-                    job.failed = True
-                elif mask.any():
-                    job.last_mask = mask
-            timings['older_frames_ms'] = timings.get('older_frames_ms', 0.0) + (time.perf_counter() - t0) * 1e3
-        if any(j.failed for j in jobs):
+        with self._process_lock:
             with self._lock:
-                for job in jobs:
-                    if job.failed and self._objects.get(job.obj.id) is job.obj:
-                        warnings.append(f'object {job.obj.id} removed: its prompt could not be applied')
-                        del self._objects[job.obj.id]
-            jobs = [j for j in jobs if not j.failed]
+                self._frames.add(frame.stamp_ns, frame)
+                config = self._config
+                older = self._bind(frame, warnings)
+            prompted = config.mode != Mode.EVERYTHING
+            if prompted and older:
+                t0 = time.perf_counter()
+                waiting = {t.id for t in self._prompted.tracks() if t.pending is not None}
+                for stamp in sorted(older):
+                    old, ids = older[stamp]
+                    ids = [i for i in ids if i in waiting]
+                    if ids:
+                        self.predictor.set_image(old.image)
+                        warnings += self._prompted.initialize(old.image, old.stamp_ns, ids).warnings
+                timings['older_frames_ms'] = (time.perf_counter() - t0) * 1e3
 
-        if jobs or config.mode != Mode.PROMPTED:   # nothing to segment: skip the encoder
-            t0 = time.perf_counter()
-            self.predictor.set_image(frame.image)
-            timings['encode_ms'] = (time.perf_counter() - t0) * 1e3
+            objects: List[TrackOutput] = []
+            encode = config.mode != Mode.PROMPTED or (prompted and bool(self._prompted.tracks()))
+            if encode:          # nothing to segment: skip the encoder
+                t0 = time.perf_counter()
+                self.predictor.set_image(frame.image)
+                timings['encode_ms'] = (time.perf_counter() - t0) * 1e3
+            if prompted and encode:
+                t0 = time.perf_counter()
+                out = self._prompted.update(frame.image, frame.stamp_ns)
+                objects += out.tracks
+                warnings += out.warnings
+                timings['decode_ms'] = (time.perf_counter() - t0) * 1e3
+            if config.mode != Mode.PROMPTED:
+                t0 = time.perf_counter()
+                segments = self.predictor.segment_everything(list(config.vocabulary)).segments
+                timings['everything_ms'] = (time.perf_counter() - t0) * 1e3
+                t0 = time.perf_counter()
+                visible = [o.mask for o in objects if o.state != TrackState.LOST]
+                kept = sorted((s for s in segments if s.score >= config.everything.min_score and s.mask.any()
+                               and not any(mask_iou(s.mask, m) >= EVERYTHING_OVERLAP_IOU for m in visible)),
+                              key=lambda s: -s.score)[:config.max_objects]
+                objects += self._everything.update(frame.image, frame.stamp_ns, kept).tracks
+                timings['track_everything_ms'] = (time.perf_counter() - t0) * 1e3
+
         t0 = time.perf_counter()
-        prompts = [j.prompt if j.frame is not None else followup_prompt(j.prompt, j.last_mask, frame.size)
-                   for j in jobs]
-        masks, scores = self._decode(prompts, [j.obj.id for j in jobs], warnings) if jobs else ([], [])
-        timings['decode_ms'] = (time.perf_counter() - t0) * 1e3
-
-        segments = []
-        if config.mode != Mode.PROMPTED:
-            t0 = time.perf_counter()
-            segments = self.predictor.segment_everything(list(config.vocabulary)).segments
-            timings['everything_ms'] = (time.perf_counter() - t0) * 1e3
-
-        t0 = time.perf_counter()
-        with self._lock:
-            results = self._update(jobs, masks, scores, frame, config, warnings)
-            prompted = [r.mask for r in results if r.state != TrackState.LOST]
-            kept = sorted((s for s in segments if s.score >= config.score_threshold and s.mask.any()
-                           and not any(mask_iou(s.mask, m) >= 0.5 for m in prompted)),
-                          key=lambda s: -s.score)[:config.max_objects]
-            ids = self._segment_ids.assign(kept, self._ids.take, set(self._objects))
-        results += [ObjectResult(i, s.label, float(s.score), TrackState.TRACKED, s.mask, mask_bbox(s.mask),
-                                 frame.stamp_ns) for i, s in zip(ids, kept)]
-        shown = [r for r in results if r.state != TrackState.LOST]
-        labels = label_image(frame.size, [r.mask for r in shown], [r.id for r in shown], [r.score for r in shown])
-        overlay = (draw_overlay(frame.image, [r.mask for r in shown], [r.id for r in shown],
-                                [r.label for r in shown], config.overlay_alpha) if config.overlay else None)
+        shown = [o for o in objects if o.state != TrackState.LOST and o.id]
+        labels = label_image(frame.size, [o.mask for o in shown], [o.id for o in shown], [o.score for o in shown])
+        overlay = (draw_overlay(frame.image, [o.mask for o in shown], [o.id for o in shown],
+                                [o.label for o in shown], config.overlay_alpha) if config.overlay else None)
         timings['post_ms'] = (time.perf_counter() - t0) * 1e3
         timings['total_ms'] = (time.perf_counter() - t_start) * 1e3
-        return FrameResult(frame, results, labels, overlay, timings, warnings)
+        return FrameResult(frame, objects, labels, overlay, timings, warnings)
 
-    def _bind(self, frame: Frame, warnings: List[str]) -> List['_Job']:
-        """Under the lock: bind waiting prompts to ``frame`` and snapshot the objects to decode."""
-        jobs = []
-        for obj in list(self._objects.values()):
-            if not obj.applied and obj.frame is None:   # arrived before any frame
+    def _bind(self, frame: Frame, warnings: List[str]) -> Dict[int, Tuple[Frame, List[int]]]:
+        """Under the lock: settle the frames of prompts not applied yet. Prompts that arrived
+        before any frame are fitted to ``frame``; returns the ids whose prompt refers to an older
+        buffered frame, by its stamp. The others are applied by this frame's tracker update."""
+        older: Dict[int, Tuple[Frame, List[int]]] = {}
+        for object_id, binding in list(self._bindings.items()):
+            del self._bindings[object_id]
+            if binding.frame is None:
                 try:
-                    obj.prompt, fit_warnings = fit_prompt(obj.prompt, frame.size)
+                    fitted, fit_warnings = fit_prompt(binding.prompt, frame.size)
                 except PromptError as exc:
-                    warnings.append(f'object {obj.id} removed: {exc}')
-                    del self._objects[obj.id]
+                    warnings.append(f'object {object_id} removed: {exc}')
+                    with suppress(KeyError):
+                        self._prompted.remove(object_id)
                     continue
-                warnings += [f'object {obj.id}: {w}' for w in fit_warnings]
-                obj.frame = frame
-            if obj.applied or obj.frame.stamp_ns <= frame.stamp_ns:
-                jobs.append(_Job(obj, obj.prompt, None if obj.applied else obj.frame, obj.mask))
-        return jobs
-
-    def _update(self, jobs, masks, scores, frame: Frame, config: PipelineConfig,
-                warnings: List[str]) -> List[ObjectResult]:
-        """Under the lock: store the decoded masks in the table and make the objects' results."""
-        results = []
-        empty = np.zeros(frame.size, bool)
-        for job, mask, score in zip(jobs, masks, scores):
-            obj = job.obj
-            if self._objects.get(obj.id) is not obj:   # removed or re-prompted meanwhile
-                continue
-            first = not obj.applied
-            if mask is None and first:
-                warnings.append(f'object {obj.id} removed: its prompt could not be applied')
-                del self._objects[obj.id]
-                continue
-            found = mask is not None and bool(mask.any()) and score >= config.object_threshold
-            obj.applied, obj.frame = True, None
-            if found:
-                obj.state = TrackState.NEW if first else TrackState.TRACKED
-                obj.mask, obj.score, obj.bbox, obj.last_seen_ns = mask, float(score), mask_bbox(mask), frame.stamp_ns
-            else:
-                obj.state = TrackState.LOST
-            results.append(ObjectResult(obj.id, obj.label, obj.score, obj.state, mask if found else empty,
-                                        obj.bbox, obj.last_seen_ns, obj.prompt))
-        return results
-
-    def _decode(self, prompts: Sequence[ObjectPrompt], ids: Sequence[int], warnings: List[str]):
-        """Masks and scores of ``prompts`` in one decoder pass. On a prompt error they are decoded
-        one by one, so that one bad object cannot stop the others (it gets ``None`` and a warning)."""
-        try:
-            res = self.predictor.predict(list(prompts))
-            return list(res.masks), [float(s) for s in res.confidence]
-        except ValueError as exc:
-            if len(prompts) == 1:
-                warnings.append(f'object {ids[0]}: {exc}')
-                return [None], [0.0]
-        masks, scores = [], []
-        for prompt, object_id in zip(prompts, ids):
-            mask, score = self._decode([prompt], [object_id], warnings)
-            masks += mask
-            scores += score
-        return masks, scores
-
-
-@dataclass
-class _Job:
-    """One object to decode on a frame (snapshot taken under the lock)."""
-
-    obj: _Object
-    prompt: ObjectPrompt
-    frame: Optional[Frame]              # frame the prompt must be applied to first; None = follow up
-    last_mask: Optional[np.ndarray]
-    failed: bool = False
+                if fit_warnings:
+                    warnings += [f'object {object_id}: {w}' for w in fit_warnings]
+                    self._prompted.prompt(object_id, fitted, refine=False)
+            elif binding.frame.stamp_ns < frame.stamp_ns:
+                older.setdefault(binding.frame.stamp_ns, (binding.frame, []))[1].append(object_id)
+        return older
 
 
 class LatestFrameWorker:

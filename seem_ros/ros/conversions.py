@@ -3,7 +3,7 @@ tracked-object arrays. Every rejected input raises a ``ValueError`` subclass nam
 from __future__ import annotations
 
 import array
-from typing import List, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -12,8 +12,8 @@ from geometry_msgs.msg import Point, Point32
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..geometry.depth3d import DEPTH_ENCODINGS
-from ..geometry.depth3d import depth_to_metres as pixels_to_metres
+from ..geometry.depth3d import ObjectGeometry
+from ..geometry.ros_outputs import position_fields
 from ..mask_codec import CompactMask
 from ..msg import BoundingBox2D, Polyline, Prompt, TrackedObject, TrackedObjectArray
 from ..pipeline import FrameResult, PromptError
@@ -85,13 +85,6 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if image is None:
         raise ImageError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def depth_to_metres(msg: Image) -> np.ndarray:
-    """(H, W) float32 metres from 16UC1/mono16 (millimetres) or 32FC1 (metres); NaN where invalid."""
-    if msg.encoding not in DEPTH_ENCODINGS:
-        raise ImageError(f"unsupported depth encoding '{msg.encoding}' (supported: {', '.join(DEPTH_ENCODINGS)})")
-    return pixels_to_metres(image_to_numpy(msg), msg.encoding)
 
 
 def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
@@ -226,19 +219,25 @@ def prompt_to_msg(prompt: ObjectPrompt, object_id: int = 0, header: Header = Non
         reference_mask=mask_image(ref.mask) if ref is not None else Image())
 
 
-def result_to_msg(result: FrameResult, header: Header) -> TrackedObjectArray:
-    """The ``seem_ros/TrackedObjectArray`` of a pipeline frame result (masks RLE-encoded)."""
+def result_to_msg(result: FrameResult, header: Header,
+                  geometries: Optional[Sequence[Optional[ObjectGeometry]]] = None) -> TrackedObjectArray:
+    """The ``seem_ros/TrackedObjectArray`` of a pipeline frame result (masks RLE-encoded).
+
+    ``geometries[i]`` fills the 3D fields of ``result.objects[i]`` (None, or no ``geometries``:
+    ``has_position`` false).
+    """
     h, w = result.frame.size
     objects = []
-    for obj in result.objects:
+    for i, obj in enumerate(result.objects):
         compact = CompactMask.from_mask(obj.mask)
         x0, y0, x1, y1 = obj.bbox
         objects.append(TrackedObject(
             id=obj.id, label=obj.label, score=float(obj.score), state=int(obj.state),
             last_seen=ns_to_stamp(obj.last_seen_ns),
-            prompt_id=obj.id if obj.prompt is not None else 0,
-            prompt_name=obj.prompt.name if obj.prompt is not None else '',
+            prompt_id=obj.id if obj.origin is not None else 0,
+            prompt_name=obj.origin.name if obj.origin is not None else '',
             bbox=BoundingBox2D(x_min=float(x0), y_min=float(y0), x_max=float(x1), y_max=float(y1)),
             mask_x_offset=compact.x_offset, mask_y_offset=compact.y_offset,
-            mask_width=compact.width, mask_height=compact.height, mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes())))
+            mask_width=compact.width, mask_height=compact.height, mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes()),
+            **position_fields(geometries[i] if geometries is not None else None)))
     return TrackedObjectArray(header=header, image_width=w, image_height=h, objects=objects)

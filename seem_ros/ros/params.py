@@ -7,6 +7,7 @@ from typing import Any, Mapping, Tuple
 from rcl_interfaces.msg import ParameterDescriptor
 
 from ..pipeline import Mode, PipelineConfig
+from ..tracking import EverythingConfig, PromptedConfig
 
 BACKENDS = ('torch',)
 PRECISIONS = ('fp32', 'fp16', 'bf16')
@@ -30,13 +31,23 @@ class SeemParams:
     pipeline__mode: str = 'prompted'
     pipeline__vocabulary: Tuple[str, ...] = ('person', 'cup', 'bottle', 'chair', 'table', 'laptop', 'book')
     pipeline__score_threshold: float = 0.5
-    pipeline__object_threshold: float = 0.0
     pipeline__max_objects: int = 32
     pipeline__ring_size: int = 30
     pipeline__stamp_tolerance: float = 0.01
+    tracking__min_confidence: float = 0.5
+    tracking__lost_timeout: float = 30.0
+    tracking__reid_similarity: float = 0.75
+    tracking__everything__min_hits: int = 3
+    tracking__everything__max_misses: int = 75
+    tracking__everything__lost_timeout: float = 5.0
     input__transport: str = 'raw'
-    input__depth: bool = False
-    input__depth_slop: float = 0.05
+    depth__enabled: bool = False
+    depth__slop_ms: float = 50.0
+    depth__max_depth: float = 10.0
+    depth__erode_px: int = 2
+    depth__min_points: int = 20
+    depth__publish_points: bool = False
+    depth__publish_markers: bool = False
     qos__reliability: str = 'best_effort'
     qos__depth: int = 1
     publish__label_image: bool = True
@@ -53,12 +64,21 @@ class SeemParams:
                 raise ValueError(f"{ros_name(name)}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")
         if not self.runtime__device == 'cpu' and not self.runtime__device.startswith('cuda'):
             raise ValueError(f"runtime.device: '{self.runtime__device}' is not cpu, cuda or cuda:N")
-        for name, low in (('model__short_side', 32), ('qos__depth', 1)):
-            if getattr(self, name) < low:
+        for name, low in (('model__short_side', 32), ('qos__depth', 1), ('depth__slop_ms', 0), ('depth__erode_px', 0),
+                          ('depth__min_points', 1)):
+            if not getattr(self, name) >= low:
                 raise ValueError(f'{ros_name(name)} must be >= {low}, got {getattr(self, name)}')
-        for name in ('input__depth_slop', 'diagnostics__period'):
+        for name in ('depth__max_depth', 'diagnostics__period'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{ros_name(name)} must be > 0, got {getattr(self, name)}')
+        for name in ('pipeline__score_threshold', 'tracking__min_confidence', 'tracking__reid_similarity'):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f'{ros_name(name)} must be in [0, 1], got {getattr(self, name)}')
+        for name in ('tracking__lost_timeout', 'tracking__everything__lost_timeout', 'tracking__everything__max_misses'):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f'{ros_name(name)} must be >= 0, got {getattr(self, name)}')
+        if self.tracking__everything__min_hits < 1:
+            raise ValueError(f'tracking.everything.min_hits must be >= 1, got {self.tracking__everything__min_hits}')
         try:
             self.pipeline_config()
         except ValueError as exc:
@@ -81,12 +101,19 @@ class SeemParams:
         return cls.from_values({ros_name(f.name): node.get_parameter(ros_name(f.name)).value for f in fields(cls)})
 
     def pipeline_config(self) -> PipelineConfig:
+        prompted = PromptedConfig(min_confidence=self.tracking__min_confidence,
+                                  lost_timeout_s=self.tracking__lost_timeout,
+                                  reid_similarity=self.tracking__reid_similarity)
+        everything = EverythingConfig(min_score=self.pipeline__score_threshold,
+                                      reid_similarity=self.tracking__reid_similarity,
+                                      min_hits=self.tracking__everything__min_hits,
+                                      max_misses=self.tracking__everything__max_misses,
+                                      lost_timeout_s=self.tracking__everything__lost_timeout)
         return PipelineConfig(
             mode=Mode(self.pipeline__mode), vocabulary=self.pipeline__vocabulary,
-            score_threshold=self.pipeline__score_threshold, object_threshold=self.pipeline__object_threshold,
             max_objects=self.pipeline__max_objects, ring_size=self.pipeline__ring_size,
             stamp_tolerance_ns=int(self.pipeline__stamp_tolerance * 1e9), overlay=self.publish__overlay,
-            overlay_alpha=self.publish__overlay_alpha)
+            overlay_alpha=self.publish__overlay_alpha, prompted=prompted, everything=everything)
 
 
 DESCRIPTIONS = {
@@ -102,13 +129,28 @@ DESCRIPTIONS = {
                      'changeable at runtime',
     'pipeline.vocabulary': 'class names for everything mode; changeable at runtime',
     'pipeline.score_threshold': 'everything-mode segments below this score are dropped; changeable at runtime',
-    'pipeline.object_threshold': 'a prompted object below this score is reported LOST; changeable at runtime',
     'pipeline.max_objects': 'most prompted objects, and most everything-mode segments per image',
     'pipeline.ring_size': 'recent images kept so that a prompt can refer to the image it was drawn on',
     'pipeline.stamp_tolerance': 'seconds between a prompt stamp and the buffered image it picks',
     'input.transport': 'raw (subscribe to image) | compressed (subscribe to image/compressed)',
-    'input.depth': 'subscribe to an aligned depth image (16UC1 mm or 32FC1 m)',
-    'input.depth_slop': 'seconds between image and depth stamps for them to be paired',
+    'tracking.min_confidence': 'a prompted object found with a lower confidence (mean mask probability) is '
+                               'reported LOST; changeable at runtime',
+    'tracking.lost_timeout': 'seconds a lost prompted object is kept for re-identification before it is removed; '
+                             'changeable at runtime',
+    'tracking.reid_similarity': 'appearance similarity in [0, 1] a lost object needs to be re-identified; '
+                                'changeable at runtime',
+    'tracking.everything.min_hits': 'consecutive images an everything-mode segment needs before it gets an id; '
+                                    'changeable at runtime',
+    'tracking.everything.max_misses': 'images a lost everything-mode track is kept; changeable at runtime',
+    'tracking.everything.lost_timeout': 'seconds a lost everything-mode track is kept; changeable at runtime',
+    'depth.enabled': 'subscribe to depth (aligned, 16UC1 mm or 32FC1 m) and depth/camera_info, and fill the 3D '
+                     'fields of every object',
+    'depth.slop_ms': 'milliseconds between image and depth stamps for them to be paired',
+    'depth.max_depth': 'metres; farther depth is invalid',
+    'depth.erode_px': 'depth pixels eroded from each mask before its depth statistics (robust to mask edges)',
+    'depth.min_points': 'fewest valid depth points for position_valid',
+    'depth.publish_points': 'publish ~/points (PointCloud2 of every object with a track_id field)',
+    'depth.publish_markers': 'publish ~/markers (MarkerArray: a box and the id of every object, for RViz)',
     'qos.reliability': 'reliability of the image subscriptions: best_effort | reliable',
     'qos.depth': 'history depth of the image subscriptions and of the outputs',
     'publish.label_image': 'publish ~/label_image (mono16, pixel = track id)',
@@ -117,8 +159,10 @@ DESCRIPTIONS = {
     'diagnostics.period': 'seconds between ~/diagnostics messages',
     'autostart': 'configure and activate the lifecycle node on start',
 }
-RUNTIME = frozenset(('pipeline.mode', 'pipeline.vocabulary', 'pipeline.score_threshold', 'pipeline.object_threshold',
-                     'pipeline.max_objects', 'pipeline.ring_size', 'pipeline.stamp_tolerance'))
+RUNTIME = frozenset(('pipeline.mode', 'pipeline.vocabulary', 'pipeline.score_threshold', 'pipeline.max_objects',
+                     'pipeline.ring_size', 'pipeline.stamp_tolerance', 'tracking.min_confidence',
+                     'tracking.lost_timeout', 'tracking.reid_similarity', 'tracking.everything.min_hits',
+                     'tracking.everything.max_misses', 'tracking.everything.lost_timeout'))
 
 
 def ros_name(field_name: str) -> str:

@@ -1,8 +1,11 @@
 """The SEEM lifecycle node: camera images and prompts in, tracked instance masks with ids out.
 
-Thin glue over :class:`seem_ros.pipeline.Pipeline`: messages are converted here, everything else
-happens in the pipeline. Inference runs on a worker thread (the newest image wins); prompt topics
-and services run in their own callback group on a multi-threaded executor.
+Thin glue over :class:`seem_ros.pipeline.Pipeline` (segmentation and tracking) and
+:mod:`seem_ros.geometry` (3D from aligned depth): messages are converted here, everything else
+happens there. Inference runs on a worker thread (the newest image wins); after it, the image's
+objects are placed in 3D with the depth image of the nearest stamp, when one has arrived (2D
+output never waits for depth). Prompt topics and services run in their own callback group on a
+multi-threaded executor.
 
 Run: ``python -m seem_ros.ros.seem_node --ros-args --params-file config/seem.yaml``.
 """
@@ -25,12 +28,14 @@ from rclpy._rclpy_pybind11 import RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from ..geometry.depth3d import CameraIntrinsics
+from ..geometry.depth3d import CameraIntrinsics, depth_to_metres, frame_geometry
+from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray, box_markers, point_cloud
 from ..msg import Prompt, TrackedObjectArray
-from ..pipeline import Frame, FrameResult, IdAllocator, LatestFrameWorker, Pipeline, PromptError, StampedBuffer
+from ..pipeline import (Frame, FrameResult, IdPool, LatestFrameWorker, Pipeline, PromptError, StampedBuffer,
+                        TrackState)
 from ..prompts import ObjectPrompt
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
 from . import conversions as conv
@@ -76,9 +81,9 @@ class SeemNode(LifecycleNode):
         self._subs = []
         self._diag_timer = None
         self._depth = StampedBuffer(DEPTH_BUFFER)
-        self._ids = IdAllocator()        # outlives pipelines: ids are never reused while the node runs
-        self._lock = threading.Lock()    # guards _depth, _intrinsics, _stats
-        self._intrinsics = None
+        self._ids = IdPool()             # outlives pipelines: ids are never reused while the node runs
+        self._lock = threading.Lock()    # guards _depth, _depth_info, _stats
+        self._depth_info = None          # (K, width, height) of the newest depth/camera_info
         self._stats = {}
         self._throttle = KeyedThrottle()
         super().__init__('seem', **kwargs)
@@ -120,6 +125,14 @@ class SeemNode(LifecycleNode):
             self._pubs['label_image'] = self.create_lifecycle_publisher(Image, '~/label_image', out_qos)
         if params.publish__overlay:
             self._pubs['overlay'] = self.create_lifecycle_publisher(Image, '~/overlay', out_qos)
+        if params.depth__enabled and params.depth__publish_points:
+            self._pubs['points'] = self.create_lifecycle_publisher(PointCloud2, '~/points', out_qos)
+        if params.depth__enabled and params.depth__publish_markers:
+            if MARKERS_AVAILABLE:
+                self._pubs['markers'] = self.create_lifecycle_publisher(MarkerArray, '~/markers', out_qos)
+            else:
+                self.get_logger().warning('depth.publish_markers: visualization_msgs is not installed: '
+                                          'no ~/markers')
         self._srvs = [self.create_service(srv_type, name, callback, callback_group=self._prompt_group)
                       for srv_type, name, callback in ((SetObject, '~/set_object', self._on_set_object),
                                                        (RemoveObject, '~/remove_object', self._on_remove_object),
@@ -140,13 +153,13 @@ class SeemNode(LifecycleNode):
         sub, inputs, prompts = self.create_subscription, self._input_group, self._prompt_group
         image = (sub(Image, 'image', self._on_image, image_qos, callback_group=inputs) if p.input__transport == 'raw'
                  else sub(CompressedImage, 'image/compressed', self._on_compressed, image_qos, callback_group=inputs))
-        self._subs = [image, sub(CameraInfo, 'camera_info', self._on_camera_info, image_qos, callback_group=inputs),
-                      sub(Prompt, '~/prompt', self._on_prompt, 10, callback_group=prompts),
+        self._subs = [image, sub(Prompt, '~/prompt', self._on_prompt, 10, callback_group=prompts),
                       sub(String, '~/text', self._on_text, 10, callback_group=prompts),
                       sub(Point, '~/click', self._on_click, 10, callback_group=prompts),
                       sub(PointStamped, '~/click_stamped', self._on_click_stamped, 10, callback_group=prompts)]
-        if p.input__depth:
-            self._subs.append(sub(Image, 'depth', self._on_depth, image_qos, callback_group=inputs))
+        if p.depth__enabled:
+            self._subs += [sub(Image, 'depth', self._on_depth, image_qos, callback_group=inputs),
+                           sub(CameraInfo, 'depth/camera_info', self._on_depth_info, image_qos, callback_group=inputs)]
         self._diag_timer = self.create_timer(p.diagnostics__period, self._publish_diagnostics, callback_group=prompts)
         self.get_logger().info(f'active: listening on {image.topic_name}')
         return super().on_activate(state)
@@ -187,6 +200,7 @@ class SeemNode(LifecycleNode):
             self.pipeline.clear_frames()
         with self._lock:
             self._depth.clear()
+            self._depth_info = None
         _empty_gpu_cache()
 
     def _release(self) -> None:
@@ -196,6 +210,8 @@ class SeemNode(LifecycleNode):
         for srv in self._srvs:
             self.destroy_service(srv)
         self._srvs = []
+        if self.pipeline is not None:
+            self.pipeline.reset()        # its ids go back to the pool (they are not handed out again soon)
         self.pipeline = None
         self.params = None
         _empty_gpu_cache()
@@ -237,22 +253,26 @@ class SeemNode(LifecycleNode):
         self._submit(rgb, msg.header)
 
     def _on_depth(self, msg: Image) -> None:
+        params = self.params
+        if params is None:
+            return
         try:
-            depth = conv.depth_to_metres(msg)
-        except conv.ImageError as exc:
+            depth = depth_to_metres(conv.image_to_numpy(msg), msg.encoding, max_depth=params.depth__max_depth)
+        except ValueError as exc:       # conv.ImageError too
             self._input_error(f'depth: {exc}')
             return
         with self._lock:
             self._depth.add(conv.stamp_to_ns(msg.header.stamp), depth)
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
+    def _on_depth_info(self, msg: CameraInfo) -> None:
+        """Keep the intrinsics of the depth image (the colour camera's do too: they are rescaled)."""
         try:
-            intrinsics = CameraIntrinsics.from_matrix(msg.k, msg.width, msg.height)
+            CameraIntrinsics.from_matrix(msg.k, 1, 1)
         except ValueError as exc:
-            self._input_error(f'camera_info: {exc}')
+            self._input_error(f'depth/camera_info: {exc}')
             return
         with self._lock:
-            self._intrinsics = intrinsics
+            self._depth_info = (tuple(msg.k), int(msg.width), int(msg.height))
 
     def _input_error(self, text: str) -> None:
         with self._lock:
@@ -264,29 +284,24 @@ class SeemNode(LifecycleNode):
         pipeline, worker = self.pipeline, self._worker
         if pipeline is None or worker is None:
             return
+        frame = Frame(rgb, conv.stamp_to_ns(header.stamp), header.frame_id)
         with self._lock:
-            frame = Frame(rgb, conv.stamp_to_ns(header.stamp), header.frame_id, intrinsics=self._intrinsics)
             self._stats['received'] += 1
             self._stats['last_image'] = time.monotonic()
         pipeline.remember(frame)
         worker.submit((frame, time.perf_counter()))
 
     def _infer(self, item) -> None:
-        """Worker: pair depth, run the pipeline, publish every output with the image header."""
+        """Worker: run the pipeline, then pair depth, publish every output with the image header."""
         frame, received = item
         pipeline, params = self.pipeline, self.params
         if pipeline is None:
             return
-        if params.input__depth:
-            with self._lock:
-                depth = self._depth.nearest(frame.stamp_ns, int(params.input__depth_slop * 1e9))
-                self._stats['depth_paired' if depth is not None else 'depth_missing'] += 1
-            frame = replace(frame, depth=depth)
         result = pipeline.process(frame)
         for warning in result.warnings:
             if self._throttle(warning):
                 self.get_logger().warning(warning)
-        self._publish(result)
+        self._publish(result, self._geometry(result, params) if params.depth__enabled else None)
         latency = (time.perf_counter() - received) * 1e3
         with self._lock:
             s = self._stats
@@ -296,14 +311,63 @@ class SeemNode(LifecycleNode):
             s['timings'] = result.timings
             s['objects'] = len(result.objects)
 
-    def _publish(self, result: FrameResult) -> None:
+    def _geometry(self, result: FrameResult, params) -> Optional[list]:
+        """Per object of ``result``, its :class:`~seem_ros.geometry.ObjectGeometry` from the depth
+        image nearest to its stamp (None for LOST objects); None when the depth or its
+        CameraInfo is missing or does not fit (throttled message, counted in diagnostics)."""
+        with self._lock:
+            depth = self._depth.nearest(result.frame.stamp_ns, int(params.depth__slop_ms * 1e6))
+            info = self._depth_info
+            self._stats['depth_paired' if depth is not None else 'depth_missing'] += 1
+            if info is None:
+                self._stats['camera_info_missing'] += 1
+        problems = []
+        if depth is None:
+            problems.append(f'no depth image within {params.depth__slop_ms:g} ms of the image')
+        if info is None:
+            problems.append('no depth/camera_info received')
+        if problems:
+            self._warn_throttled(f'3D fields unset: {" and ".join(problems)} (2D outputs are published)')
+            return None
+        k, width, height = info
+        if not (width and height):
+            height, width = depth.shape
+        visible = [i for i, o in enumerate(result.objects) if o.state != TrackState.LOST and o.mask.any()]
+        try:
+            geometries = frame_geometry([result.objects[i].mask for i in visible], depth,
+                                        CameraIntrinsics.from_matrix(k, width, height),
+                                        erode_px=params.depth__erode_px, min_points=params.depth__min_points,
+                                        return_points=params.depth__publish_points)
+        except ValueError as exc:
+            text = f'3D fields unset: {exc}'
+            if self._throttle(text):
+                self.get_logger().error(f'{text} (repeats are logged every {self._throttle.period:g} s)')
+            return None
+        out = [None] * len(result.objects)
+        for i, geometry in zip(visible, geometries):
+            out[i] = geometry
+        return out
+
+    def _warn_throttled(self, text: str) -> None:
+        if self._throttle(text):
+            self.get_logger().warning(f'{text} (repeats are logged every {self._throttle.period:g} s)')
+
+    def _publish(self, result: FrameResult, geometries: Optional[list]) -> None:
+        """Every output of ``result``; the 3D ones (empty without ``geometries``) when enabled."""
         header = Header(stamp=conv.ns_to_stamp(result.frame.stamp_ns), frame_id=result.frame.frame_id)
         pubs = self._pubs
-        pubs['objects'].publish(conv.result_to_msg(result, header))
+        pubs['objects'].publish(conv.result_to_msg(result, header, geometries))
         if 'label_image' in pubs:
             pubs['label_image'].publish(conv.numpy_to_image(result.label_image, 'mono16', header))
         if 'overlay' in pubs and result.overlay is not None:
             pubs['overlay'].publish(conv.numpy_to_image(result.overlay, 'rgb8', header))
+        if 'points' in pubs or 'markers' in pubs:
+            placed = [(o, g) for o, g in zip(result.objects, geometries or ()) if g is not None]
+            ids, labels = [o.id for o, _ in placed], [o.label for o, _ in placed]
+            if 'points' in pubs:
+                pubs['points'].publish(point_cloud(header, [g for _, g in placed], ids))
+            if 'markers' in pubs:
+                pubs['markers'].publish(box_markers(header, [g for _, g in placed], ids, labels))
 
     def _on_worker_error(self, exc: BaseException) -> None:
         with self._lock:
@@ -403,7 +467,7 @@ class SeemNode(LifecycleNode):
         with self._lock:
             self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
                                latency_sum_ms=0.0, timings={}, objects=0, depth_paired=0, depth_missing=0,
-                               last_image=None, last_error='')
+                               camera_info_missing=0, last_image=None, last_error='')
 
     def _publish_diagnostics(self) -> None:
         params, worker, pipeline = self.params, self._worker, self.pipeline
@@ -428,8 +492,9 @@ class SeemNode(LifecycleNode):
             'timings_ms': json.dumps({k: round(v, 1) for k, v in s['timings'].items()}),
             'objects': s['objects'], 'prompted_objects': len(pipeline.list_objects()),
         }
-        if params.input__depth:
-            values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'])
+        if params.depth__enabled:
+            values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'],
+                          camera_info_missing=s['camera_info_missing'])
         status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: inference', message=message,
                                   hardware_id=params.runtime__device,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

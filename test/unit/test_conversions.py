@@ -10,7 +10,8 @@ from std_msgs.msg import Header
 
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import BoundingBox2D, Polyline, Prompt
-from seem_ros.pipeline import Frame, FrameResult, ObjectResult, PromptError, TrackState
+from seem_ros.geometry import ObjectGeometry, depth_to_metres
+from seem_ros.pipeline import Frame, FrameResult, PromptError, TrackOutput, TrackState
 from seem_ros.prompts import ObjectPrompt
 from seem_ros.ros import conversions as conv
 
@@ -58,15 +59,17 @@ def test_wide_encodings_padding_and_byte_order(encoding, dtype, bigendian):
     assert out.dtype == dtype and np.array_equal(out, pixels)
 
 
-def test_depth_to_metres():
+def test_depth_images_to_metres():
+    """What the node does with a depth message: its pixels (padding, byte order) to metres."""
     mm = np.array([[0, 1000], [2500, 65535]], np.uint16)
-    out = conv.depth_to_metres(raw_image(mm, '16UC1', pad=4))
+    out = depth_to_metres(conv.image_to_numpy(raw_image(mm, '16UC1', pad=4)), '16UC1', max_depth=10.0)
     assert np.isnan(out[0, 0]) and out[0, 1] == pytest.approx(1.0) and out[1, 0] == pytest.approx(2.5)
+    assert np.isnan(out[1, 1])                                  # 65.5 m > max_depth
     metres = np.array([[1.5, 0], [-1, np.nan]], np.float32)
-    out = conv.depth_to_metres(raw_image(metres, '32FC1', bigendian=True))
+    out = depth_to_metres(conv.image_to_numpy(raw_image(metres, '32FC1', bigendian=True)), '32FC1')
     assert out[0, 0] == pytest.approx(1.5) and np.isnan(out[0, 1]) and np.isnan(out[1]).all()
-    with pytest.raises(conv.ImageError, match="unsupported depth encoding 'rgb8'"):
-        conv.depth_to_metres(raw_image(RGB, 'rgb8'))
+    with pytest.raises(ValueError, match="unsupported depth encoding 'rgb8'"):
+        depth_to_metres(conv.image_to_numpy(raw_image(RGB, 'rgb8')), 'rgb8')
 
 
 @pytest.mark.parametrize('mutate,match', [
@@ -175,12 +178,13 @@ def test_result_to_msg_masks_decode_to_the_image_size():
     mask = np.zeros((h, w), bool)
     mask[2:5, 3:7] = True
     mask[3, 4] = False
-    lost = ObjectResult(5, 'cup', 0.4, TrackState.LOST, np.zeros((h, w), bool), (1.0, 1.0, 3.0, 3.0), 7,
-                        ObjectPrompt(text='cup', name='c'))
-    seg = ObjectResult(9, 'table', 0.8, TrackState.TRACKED, mask, (3.0, 2.0, 7.0, 5.0), 2_000_000_001)
+    lost = TrackOutput(5, TrackState.LOST, 'cup', 0.4, np.zeros((h, w), bool), (1.0, 1.0, 3.0, 3.0), 7,
+                       ObjectPrompt(text='cup', name='c'))
+    seg = TrackOutput(9, TrackState.TRACKED, 'table', 0.8, mask, (3.0, 2.0, 7.0, 5.0), 2_000_000_001)
     result = FrameResult(Frame(np.zeros((h, w, 3), np.uint8), 2_000_000_001, 'cam'), [lost, seg],
                          np.zeros((h, w), np.uint16), None, {})
     msg = conv.result_to_msg(result, Header(frame_id='cam'))
+    assert not any(o.has_position for o in msg.objects)
     assert (msg.image_width, msg.image_height, msg.header.frame_id) == (w, h, 'cam')
     a, b = msg.objects
     assert (a.id, a.state, a.prompt_id, a.prompt_name, a.mask_width) == (5, TrackState.LOST, 5, 'c', 0)
@@ -191,3 +195,19 @@ def test_result_to_msg_masks_decode_to_the_image_size():
     assert np.array_equal(decoded, mask)
     assert (b.bbox.x_min, b.bbox.y_min, b.bbox.x_max, b.bbox.y_max) == (3.0, 2.0, 7.0, 5.0)
 
+
+
+def test_result_to_msg_fills_the_3d_fields():
+    h, w = 4, 4
+    mask = np.ones((h, w), bool)
+    result = FrameResult(Frame(np.zeros((h, w, 3), np.uint8), 1, 'cam'),
+                         [TrackOutput(i, TrackState.TRACKED, 'x', 0.9, mask, (0.0, 0.0, 4.0, 4.0), 1) for i in (1, 2, 3)],
+                         np.ones((h, w), np.uint16), None, {})
+    good = ObjectGeometry(np.array([0.1, -0.2, 1.5]), np.array([0.2, 0.3, 0.1]), np.array([0.1, -0.2, 1.5]), 40, True)
+    empty = ObjectGeometry(np.full(3, np.nan), np.full(3, np.nan), np.full(3, np.nan), 0, False)
+    a, b, c = conv.result_to_msg(result, Header(), [good, empty, None]).objects
+    assert a.has_position and a.position_valid and a.num_points == 40
+    assert (a.centroid.x, a.centroid.y, a.centroid.z) == pytest.approx((0.1, -0.2, 1.5))
+    assert (a.extent.x, a.extent.y, a.extent.z) == pytest.approx((0.2, 0.3, 0.1))
+    assert b.has_position and not b.position_valid and b.num_points == 0 and np.isnan(b.centroid.z)
+    assert not c.has_position
