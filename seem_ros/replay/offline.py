@@ -289,6 +289,7 @@ class Replay:
         events: YAML prompts.
         outputs: keys of :data:`OUTPUTS` to write.
         files: overlay video/PNGs, or None.
+        prompts_name: what the YAML prompts are called in messages and counts (the file name).
         log: where warnings go (a line at a time).
     """
 
@@ -344,10 +345,13 @@ class Replay:
                 self.stats.error += f'; the {self.stats.frames_out} frames before the damage were processed and written'
         finally:
             self.stats.wall_s = time.monotonic() - start
-            if self.files is not None:
-                self.stats.files = self.files.close()
             self.writer.close()
             self.stats.written = dict(self.writer.counts)
+            if self.files is not None:
+                try:
+                    self.stats.files = self.files.close()
+                except ReplayError as exc:
+                    self.stats.error = self.stats.error or str(exc)
         for e in self.pending_events:
             self.log(f'warning: {self.prompts_name} prompt {e.index} at {e.when} was never applied: '
                      f'the replay has {self.stats.frames_out} frames')
