@@ -1,8 +1,12 @@
 """Helpers for tests that talk to other processes over DDS (no fixed sleeps)."""
+import os
+import re
 import select
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import rclpy
 
@@ -67,3 +71,53 @@ class PythonProcess:
             self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class NodeProcess:
+    """The seem node as users run it (``python -m seem_ros.ros.seem_node --ros-args --params-file
+    config/seem.yaml``) in namespace ``namespace`` with the extra ``ros_args``, in its own process,
+    output in a log file."""
+
+    def __init__(self, namespace, log_path, ros_args=()):
+        self.log_path = log_path
+        self._log = open(log_path, 'w')
+        cmd = [sys.executable, '-m', 'seem_ros.ros.seem_node', '--ros-args', '--params-file', 'config/seem.yaml',
+               '-r', f'__ns:={namespace}', *ros_args]
+        # One torch thread keeps the shared CI cores free; two malloc arenas keep glibc's per-thread
+        # arenas (a new worker thread per activation) from reading as growth in the RSS checks.
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, 'OMP_NUM_THREADS': '1', 'MALLOC_ARENA_MAX': '2'})
+
+    def log(self):
+        self._log.flush()
+        return self.log_path.read_text()
+
+    def rss_mb(self):
+        status = Path(f'/proc/{self.proc.pid}/status').read_text()
+        return int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) / 1024
+
+    def wait_for_log(self, pattern, timeout=30.0):
+        """Wait until the log matches ``pattern`` (a problem the node must report); returns the match."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = re.search(pattern, self.log())
+            if found:
+                return found
+            assert self.proc.poll() is None, f'the node died:\n{self.log()}'
+            time.sleep(0.1)
+        raise AssertionError(f'no log line matching {pattern!r}:\n{self.log()}')
+
+    def interrupt(self, timeout=30.0):
+        """SIGINT, as Ctrl-C; returns the exit code (None when it had to be killed)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return None
+        finally:
+            self._log.close()

@@ -9,13 +9,9 @@ serving with the problem logged, and that lifecycle cycles do not grow its memor
 """
 import array
 import itertools
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -31,12 +27,12 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
+import ros_helpers as helpers
 from ros_helpers import call, spin_until
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import BoundingBox2D, Prompt, TrackedObject, TrackedObjectArray
 from seem_ros.srv import ListObjects, RemoveObject, Reset, SetObject
 
-ROOT = Path(__file__).resolve().parents[2]
 H, W = 48, 64
 TIMEOUT = 120.0          # generous: CI machines are shared and the first inference warms up
 STAMPS = itertools.count(1)
@@ -63,52 +59,17 @@ def stamp_ns(stamp):
     return stamp.sec * 10**9 + stamp.nanosec
 
 
-class NodeProcess:
-    """The node in its own process, output in a log file."""
+class NodeProcess(helpers.NodeProcess):
+    """The node with a synthetic tiny checkpoint at a small input size, ``~/click`` remapped to
+    ``image_mouse_left`` where rqt_image_view publishes its clicks."""
 
     def __init__(self, namespace, checkpoint, log_path):
-        self.log_path = log_path
-        self._log = open(log_path, 'w')
-        cmd = [sys.executable, '-m', 'seem_ros.ros.seem_node', '--ros-args', '--params-file', 'config/seem.yaml',
-               '-r', f'__ns:={namespace}', '-r', '~/click:=image_mouse_left', '-p', f'model.checkpoint:={checkpoint}', '-p', 'model.variant:=tiny',
-               '-p', 'model.short_side:=64', '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=5',
-               '-p', 'pipeline.vocabulary:=[cup, table]', '-p', 'diagnostics.period:=0.5',
-               # random weights: accept any mask, and keep objects that are never found
-               '-p', 'tracking.min_confidence:=0.0', '-p', 'tracking.lost_timeout:=100000.0']
-        # One torch thread keeps the shared CI cores free; two malloc arenas keep glibc's per-thread
-        # arenas (a new worker thread per activation) from reading as growth in the RSS checks.
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, 'OMP_NUM_THREADS': '1', 'MALLOC_ARENA_MAX': '2'})
-
-    def log(self):
-        self._log.flush()
-        return self.log_path.read_text()
-
-    def rss_mb(self):
-        status = Path(f'/proc/{self.proc.pid}/status').read_text()
-        return int(re.search(r'VmRSS:\s+(\d+) kB', status).group(1)) / 1024
-
-    def wait_for_log(self, pattern, timeout=30.0):
-        """Wait until the log matches ``pattern`` (a problem the node must report); returns the match."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            found = re.search(pattern, self.log())
-            if found:
-                return found
-            assert self.proc.poll() is None, f'the node died:\n{self.log()}'
-            time.sleep(0.1)
-        raise AssertionError(f'no log line matching {pattern!r}:\n{self.log()}')
-
-    def interrupt(self, timeout=30.0):
-        self.proc.send_signal(signal.SIGINT)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            return None
-        finally:
-            self._log.close()
+        super().__init__(namespace, log_path, [
+            '-r', '~/click:=image_mouse_left', '-p', f'model.checkpoint:={checkpoint}', '-p', 'model.variant:=tiny',
+            '-p', 'model.short_side:=64', '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=5',
+            '-p', 'pipeline.vocabulary:=[cup, table]', '-p', 'diagnostics.period:=0.5',
+            # random weights: accept any mask, and keep objects that are never found
+            '-p', 'tracking.min_confidence:=0.0', '-p', 'tracking.lost_timeout:=100000.0'])
 
 
 class Client:
@@ -396,8 +357,11 @@ def test_bad_checkpoint_fails_configure_then_compressed_input_with_depth(client,
         objects, labels = client.process(sent, topic='compressed', depth=depth_msg)
         check_outputs(objects, labels, image_msg(SCENE, stamp=sent.header.stamp))
         assert len(objects.objects) == 1
+        assert not objects.objects[0].has_position          # no depth/camera_info: 2D only
         paired += 1
         spin_until(client.node, lambda: int(client.diagnostic_values().get('depth_paired', 0)) >= paired, TIMEOUT,
                    f'{paired} images paired with depth')
+    assert int(client.diagnostic_values()['camera_info_missing']) >= paired
+    seem.wait_for_log(r'WARN.*3D fields unset: no depth/camera_info received \(2D outputs are published\)')
     client.publish('depth', image_msg(SCENE))
     seem.wait_for_log(r"ERROR.*depth: unsupported depth encoding 'rgb8'")
