@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .model.build import build_seem
 from .model.postprocess import (instance_inference, panoptic_inference, resize_mask_logits,
                                 semantic_inference)
 from .model.preprocess import normalize_and_pad, resize_short_side
@@ -30,6 +29,8 @@ from .model.seem import ImageFeatures, SeemModel
 from .model.spatial import SpatialPrompts
 from .prompts import ObjectPrompt, ReferencePatch
 from .rasterize import rasterize
+from .runtime.backend import Backend, select_backend
+from .runtime.torch_backend import TorchBackend
 
 _REFERENCE_CACHE_SIZE = 8
 
@@ -87,39 +88,45 @@ class SeemPredictor:
     """Stateful SEEM inference on one image at a time.
 
     Args:
-        model: a :class:`SeemModel` in eval mode (see :func:`seem_ros.model.build.build_seem`).
+        backend: a :class:`~seem_ros.runtime.backend.Backend` (torch, onnxruntime, TensorRT), or a
+            :class:`SeemModel` in eval mode, run by the torch backend on its device.
         short_side: resize images so the short side has this length (0 = keep the size).
-        deterministic: reproducible prompt sampling (seeded generator above 512 prompt pixels);
-            the spatial query choice is always the fixed rule ``prompt p -> queries 3p..3p+2``.
-        precision: 'fp32', or 'fp16'/'bf16' autocast (CUDA).
+        deterministic: reproducible prompt sampling (seeded generator above the prompt-pixel
+            budget); the spatial query choice is always the fixed rule ``prompt p -> queries 3p..3p+2``.
         seed: seed of the sampling generator in deterministic mode.
     """
 
-    def __init__(self, model: SeemModel, *, short_side: int = 512, deterministic: bool = True,
-                 precision: str = 'fp32', seed: int = 0):
-        if precision not in ('fp32', 'fp16', 'bf16'):
-            raise ValueError(f'unknown precision {precision!r}; expected fp32, fp16 or bf16')
-        self.model = model.eval()
+    def __init__(self, backend, *, short_side: int = 512, deterministic: bool = True, seed: int = 0):
+        self.backend: Backend = TorchBackend(backend) if isinstance(backend, SeemModel) else backend
         self.short_side = int(short_side)
         self.deterministic = deterministic
-        self.precision = precision
         self.seed = seed
         self.timings: Dict[str, float] = {}
         self._image: Optional[_Image] = None
         self._references: OrderedDict = OrderedDict()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, *, variant='focalt', version='v1', device='cpu', **kwargs) -> 'SeemPredictor':
-        """Build ``variant`` (decoder ``version``), strictly load ``checkpoint`` and wrap it."""
-        return cls(build_seem(variant, version=version, checkpoint=checkpoint, device=device), **kwargs)
+    def from_checkpoint(cls, checkpoint, *, variant='focalt', version='v1', device='cpu', backend='torch',
+                        precision='fp32', onnx_dir=None, engine_dir=None, **kwargs) -> 'SeemPredictor':
+        """Strictly load ``checkpoint`` of ``variant`` (decoder ``version``) into ``backend``.
+
+        ``backend``: a name of :data:`~seem_ros.runtime.backend.BACKENDS`, an alias ('torch',
+        'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda -> onnxruntime-cpu ->
+        torch-cpu); graph backends read the ``seem-ros export`` output in ``onnx_dir``.
+        """
+        if backend == 'torch':
+            backend = 'torch-cuda' if torch.device(device).type == 'cuda' else 'torch-cpu'
+        chosen = select_backend(backend, checkpoint=checkpoint, variant=variant, version=version, device=device,
+                                precision=precision, onnx_dir=onnx_dir, engine_dir=engine_dir)
+        return cls(chosen, **kwargs)
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return self.backend.device
 
     @property
     def version(self) -> str:
-        return self.model.decoder.version
+        return self.backend.version
 
     # ------------------------------------------------------------------ helpers
     @contextmanager
@@ -130,12 +137,6 @@ class SeemPredictor:
             torch.cuda.synchronize(self.device)
         self.timings[stage] = (time.perf_counter() - start) * 1000.0
 
-    @contextmanager
-    def _inference(self):
-        dtype = {'fp16': torch.float16, 'bf16': torch.bfloat16}.get(self.precision)
-        with torch.inference_mode(), torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
-            yield
-
     def _encode(self, image) -> _Image:
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -143,10 +144,9 @@ class SeemPredictor:
         if min(image.shape[:2]) < 1:
             raise ValueError(f'empty image ({image.shape[1]}x{image.shape[0]})')
         resized = resize_short_side(image, self.short_side)
-        tensor, valid = normalize_and_pad(resized, self.model.size_divisibility, device=self.device)
-        with self._inference():
-            features = self.model.encode_image(tensor, valid)
-        return _Image(features, tuple(image.shape[:2]), tuple(valid))
+        tensor, valid = normalize_and_pad(resized, self.backend.size_divisibility, device=self.device)
+        with torch.inference_mode():
+            return _Image(self.backend.encode_image(tensor, valid), tuple(image.shape[:2]), tuple(valid))
 
     def _generator(self):
         generator = torch.Generator(device=self.device)
@@ -195,10 +195,8 @@ class SeemPredictor:
             raise ValueError('reference mask is empty')
         img = self._encode(reference.image)
         pos, neg = self._prompt_masks(img, [ObjectPrompt(mask=mask)])
-        feats = img.features
-        with self._inference():
-            encoded = self.model.decoder.encode_prompts(feats.multi_scale_features, feats.mask_features, pos, neg,
-                                                        generator=self._generator())
+        with torch.inference_mode():
+            encoded = self.backend.encode_prompts(img.features, pos, neg, generator=self._generator())
         self._references[key] = encoded
         while len(self._references) > _REFERENCE_CACHE_SIZE:
             self._references.popitem(last=False)
@@ -208,26 +206,28 @@ class SeemPredictor:
         """Decoder passes for the visual objects: ``[(object indices, SpatialPrompts), ...]``.
 
         v1: one pass for all objects (objects with pixels on the target image are encoded
-        together, as the official multi-prompt path; referring patches are appended). v0: one pass
+        together, as the official multi-prompt path; referring patches are appended), split into
+        passes of at most ``p_max`` objects for backends with a fixed prompt count. v0: one pass
         per object.
         """
-        decoder = self.model.decoder
-        feats = img.features
-        direct = [i for i, p in enumerate(prompts) if p.has_visual]
-        referring = [i for i, p in enumerate(prompts) if not p.has_visual]
-
         def encode(indices):
             pos, neg = self._prompt_masks(img, [prompts[i] for i in indices])
-            with self._inference():
-                return decoder.encode_prompts(feats.multi_scale_features, feats.mask_features, pos, neg,
-                                              generator=self._generator())
+            with torch.inference_mode():
+                return self.backend.encode_prompts(img.features, pos, neg, generator=self._generator())
 
-        if decoder.version == 'v0':
-            return ([([i], encode([i])) for i in direct]
-                    + [([i], self.encode_reference(prompts[i].reference)) for i in referring])
-        groups = ([encode(direct)] if direct else []) + [self.encode_reference(prompts[i].reference)
-                                                         for i in referring]
-        return [(direct + referring, _concat_prompts(groups))]
+        if self.version == 'v0':
+            chunks = [[i] for i in range(len(prompts))]
+        else:
+            size = getattr(self.backend, 'p_max', None) or len(prompts)
+            chunks = [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
+        passes = []
+        for chunk in chunks:
+            direct = [i for i in chunk if prompts[i].has_visual]
+            referring = [i for i in chunk if not prompts[i].has_visual]
+            groups = ([encode(direct)] if direct else []) + [self.encode_reference(prompts[i].reference)
+                                                             for i in referring]
+            passes.append((direct + referring, _concat_prompts(groups)))
+        return passes
 
     def predict(self, prompts: Sequence[ObjectPrompt], prev_mask: Optional[np.ndarray] = None) -> SeemResult:
         """Segment one object per prompt on the current image.
@@ -260,7 +260,7 @@ class SeemPredictor:
         low = torch.zeros(n, *img.features.mask_features.shape[-2:], device=self.device)
         scores = torch.zeros(n, device=self.device)
         selected = torch.zeros(n, dtype=torch.long)
-        embeddings = torch.zeros(n, self.model.decoder.class_embed.shape[1], device=self.device)
+        embeddings = torch.zeros(n, self.backend.hidden_dim, device=self.device)
         with self._timed('decoder'):
             if spatial_ids:
                 self._predict_spatial(img, prompts, spatial_ids, prev_mask, low, scores, selected, embeddings)
@@ -275,17 +275,15 @@ class SeemPredictor:
                           embeddings=F.normalize(embeddings.float(), dim=-1).cpu().numpy())
 
     def _sentence_embeddings(self, texts):
-        with self._inference():
-            return self.model.lang_encoder.encode_sentences(list(texts))
+        with torch.inference_mode():
+            return self.backend.encode_sentences(list(texts))
 
     def _predict_spatial(self, img, prompts, ids, prev_mask, low, scores, selected, embeddings):
-        decoder = self.model.decoder
-        feats = img.features
         for members, spatial in self._spatial_passes(img, [prompts[i] for i in ids]):
             rows = [ids[k] for k in members]
             prev = None if prev_mask is None else torch.from_numpy(prev_mask[rows])[None].to(self.device)
-            with self._inference():
-                out = decoder(feats.multi_scale_features, feats.mask_features, spatial=spatial, prev_mask=prev)
+            with torch.inference_mode():
+                out = self.backend.decode(img.features, spatial=spatial, prev_mask=prev)
             logits = out['spatial_logits'][0]                                 # (S, P)
             texts = [prompts[i].text for i in rows]
             if any(t.strip() for t in texts):
@@ -307,19 +305,18 @@ class SeemPredictor:
         out = logits.clone()
         present = [k for k, t in enumerate(texts) if t.strip()]
         sentences = self._sentence_embeddings([texts[k] for k in present])['class_emb']
-        grounding = self.model.decoder.grounding_scores(stexts[None], sentences)[0]     # (S, n_text)
+        grounding = self.backend.grounding_scores(stexts[None], sentences)[0]          # (S, n_text)
         for col, k in enumerate(present):
             own = torch.isfinite(logits[:, k])
             out[own, k] = (logits[own, k].float().log_softmax(0) + grounding[own, col].float().log_softmax(0))
         return out
 
     def _predict_text(self, img, texts, ids, low, scores, selected, embeddings):
-        feats = img.features
         sentences = self._sentence_embeddings(texts)
         tokens = sentences['grounding_tokens'][None]
-        with self._inference():
-            out = self.model.decoder(feats.multi_scale_features, feats.mask_features, grounding_tokens=tokens)
-            grounding = self.model.decoder.grounding_scores(out['pred_gtexts'], sentences['class_emb'])
+        with torch.inference_mode():
+            out = self.backend.decode(img.features, grounding_tokens=tokens)
+            grounding = self.backend.grounding_scores(out['pred_gtexts'], sentences['class_emb'])
         match = grounding_match(grounding)[0]
         for col, i in enumerate(ids):
             q = int(match[col])
@@ -350,10 +347,10 @@ class SeemPredictor:
             raise ValueError('the vocabulary is empty')
         img = self._require_image()
         feats = img.features
-        with self._timed('text_encoder'), self._inference():
-            text = self.model.lang_encoder.vocabulary_embeddings(names)
-        with self._timed('decoder'), self._inference():
-            out = self.model.decoder(feats.multi_scale_features, feats.mask_features, text_embeddings=text)
+        with self._timed('text_encoder'), torch.inference_mode():
+            text = self.backend.vocabulary_embeddings(names)
+        with self._timed('decoder'), torch.inference_mode():
+            out = self.backend.decode(feats, text_embeddings=text)
         with self._timed('postprocess'):
             logits = resize_mask_logits(out['pred_masks'][0].float(), feats.padded_size, img.input_size,
                                         img.original_size, final_mode='bicubic')

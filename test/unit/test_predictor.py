@@ -129,7 +129,7 @@ def test_panoptic_and_instance_outputs(predictor):
 
 
 def test_bad_inputs_raise_clear_errors(synthetic_checkpoint, predictor):
-    fresh = SeemPredictor(predictor.model, short_side=0)
+    fresh = SeemPredictor(predictor.backend, short_side=0)
     with pytest.raises(RuntimeError, match='set_image'):
         fresh.predict([click(10, 10)])
     with pytest.raises(ValueError, match='uint8'):
