@@ -351,7 +351,8 @@ def run_live(args, events: Sequence[PromptEvent]) -> int:
     except (BagError, ReplayError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
-    print(stats.table())
+    if stats.frames_published:
+        print(stats.table())
     if stats.error:
         print(f'error: {stats.error}', file=sys.stderr)
         return 1

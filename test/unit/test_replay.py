@@ -374,3 +374,13 @@ def test_prompt_definition_from_another_version(bags, checkpoint, tmp_path, caps
     assert "topic /seem/prompt: the bag's definition of seem_ros/msg/Prompt differs from the one installed here" in err
     # without the bag's prompts the images are usable
     assert replay(tmp_path / 'old', tmp_path / 'out', checkpoint, '--ignore-bag-prompts') == 0
+
+
+@pytest.mark.parametrize('args, error', [
+    (['--live', '--video', 'v.mp4', '--short-side', '64'], 'offline options used with --live: --short-side, --video'),
+    (['--rate', '2'], 'live options used without --live: --rate'),
+])
+def test_options_of_the_other_mode_are_usage_errors(bags, tmp_path, capsys, args, error):
+    with pytest.raises(SystemExit) as info:
+        seem_ros(['replay', str(bags['mcap']), '--out', str(tmp_path / 'o'), *args])
+    assert info.value.code == 2 and error in capsys.readouterr().err
