@@ -4,7 +4,6 @@ import contextlib
 import io
 import re
 import shutil
-from pathlib import Path
 
 import cv2
 import numpy as np
