@@ -302,7 +302,7 @@ class SimulatedSegmenter:
     """Answers ``predict`` from the ground truth of the current frame (see the module docstring).
 
     A referring patch is recognised as the object it was cut from (:meth:`register` for patches
-    from elsewhere; patches cut from this scene's recent frames are found in them) with
+    from elsewhere, :meth:`learn` for the tracker's references when they are cut) with
     probability ``1 - confusion`` when that object is visible; otherwise the answer is the other
     visible object of the most similar colour, with a confidence that grows with that similarity.
     ``frame`` must be set to the :class:`~seem_ros.scenes.RenderedFrame` being tracked.
@@ -311,7 +311,6 @@ class SimulatedSegmenter:
     def __init__(self, scene, noise: Noise, rng: np.random.Generator, min_px: int, confusion: float = 0.05):
         self.scene, self.noise, self.rng, self.min_px, self.confusion = scene, noise, rng, min_px, confusion
         self.frame = None
-        self._recent: List = []                 # the last frames, to find where a patch was cut
         self._identity: Dict[bytes, int] = {}   # patch -> object id
 
     def register(self, patch, object_id: int) -> None:
@@ -319,7 +318,6 @@ class SimulatedSegmenter:
 
     def set_frame(self, frame) -> None:
         self.frame = frame
-        self._recent = (self._recent + [frame])[-3:]
 
     def set_image(self, rgb) -> None:
         pass
@@ -351,7 +349,7 @@ class SimulatedSegmenter:
             return (int(np.argmax(counts)), float(self.rng.uniform(0.8, 0.95))) if counts.any() else (None, 0.0)
         if prompt.reference is not None:
             ref = prompt.reference
-            wanted = self._identify(ref)
+            wanted = self._identity.get(_patch_key(ref))
             if wanted in visible and self.rng.random() >= self.confusion:
                 return wanted, float(self.rng.uniform(0.8, 0.95))
             colour = colour_descriptor(ref.image, ref.mask)
@@ -365,17 +363,18 @@ class SimulatedSegmenter:
             return named[0], float(self.rng.uniform(0.8, 0.95))
         return (int(self.rng.choice(visible)), 0.4) if visible else (None, 0.0)
 
-    def _identify(self, patch) -> Optional[int]:
-        key = _patch_key(patch)
-        if key not in self._identity:
-            for frame in reversed(self._recent):
-                match = cv2.matchTemplate(frame.rgb, np.ascontiguousarray(patch.image), cv2.TM_SQDIFF)
-                best, _, (x, y), _ = cv2.minMaxLoc(match)
-                if best < 0.5 * patch.image.size:     # an exact crop (up to the FFT's rounding)
-                    ids = frame.ids[y:y + patch.mask.shape[0], x:x + patch.mask.shape[1]][patch.mask]
-                    self._identity[key] = int(np.bincount(ids).argmax())
-                    break
-        return self._identity.get(key)
+    def learn(self, patches) -> None:
+        """Recognise referring patches just cut from the current frame (the tracker's references)."""
+        f = self.frame
+        for patch in patches:
+            key = _patch_key(patch)
+            if key in self._identity:
+                continue
+            match = cv2.matchTemplate(f.rgb, np.ascontiguousarray(patch.image), cv2.TM_SQDIFF)
+            best, _, (x, y), _ = cv2.minMaxLoc(match)
+            if best < 0.5 * patch.image.size:     # an exact crop (up to the FFT's rounding)
+                ids = f.ids[y:y + patch.mask.shape[0], x:x + patch.mask.shape[1]][patch.mask]
+                self._identity[key] = int(np.bincount(ids).argmax())
 
 
 def _gt(frame, objects: Sequence[int], min_px: int):
@@ -437,6 +436,8 @@ def run_prompted(scene, predictor, config: PromptedConfig, min_px: int, *, set_f
                 targets[p.object_id] = tracker.add(p.prompt, label=p.kind, stamp_ns=stamp)
         (set_frame or (lambda fr: predictor.set_image(fr.rgb)))(f)
         out = tracker.update(f.rgb, stamp)
+        if isinstance(predictor, SimulatedSegmenter):
+            predictor.learn([t.reference for t in tracker.tracks() if t.reference is not None])
         gt, ignore, inside = _gt(f, list(targets), min_px)
         log.add(gt, ignore, inside, [(t.id, t.mask) for t in out.tracks], keep_jf=list(targets))
         if ev_tracker is not None:
