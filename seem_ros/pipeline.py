@@ -463,7 +463,8 @@ class Pipeline:
                     continue
                 if fit_warnings:
                     warnings += [f'object {object_id}: {w}' for w in fit_warnings]
-                    self._prompted.prompt(object_id, fitted, refine=False)
+                    with suppress(KeyError):
+                        self._prompted.prompt(object_id, fitted, refine=False)
             elif binding.frame.stamp_ns < frame.stamp_ns:
                 older.setdefault(binding.frame.stamp_ns, (binding.frame, []))[1].append(object_id)
         return older
