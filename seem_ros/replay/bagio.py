@@ -140,10 +140,40 @@ class _McapFile:
         self._file.seek(offset)
         return self._file.read(size)
 
+    def _summary_definitions(self) -> bool:
+        """Register the schemas and channels of the summary section (intact files); False without one."""
+        tail = self._read(self.size - 37, 37) if self.size >= 8 + 37 else b''
+        if len(tail) != 37 or tail[0] != 0x02 or tail[29:] != _MCAP_MAGIC:
+            return False
+        pos = _U64.unpack_from(tail, 9)[0]
+        if not 8 < pos < self.size - 37:
+            return False
+        while pos < self.size - 37:
+            header = self._read(pos, 9)
+            op, length = header[0], _U64.unpack_from(header, 1)[0]
+            if op in (0x03, 0x04):
+                self._definition(op, memoryview(self._read(pos + 9, length)), pos)
+            pos += 9 + length
+        return bool(self.channels)
+
     def _scan(self) -> None:
         head = self._read(0, 9)
         if head[:8] != _MCAP_MAGIC:
             raise BagError(f'{self.path} is not an MCAP file (bad magic bytes)')
+        try:
+            indexed = self._summary_definitions()
+        except (_Damage, struct.error):
+            self.schemas.clear()
+            self.channels.clear()
+            indexed = False
+        try:
+            self._walk(indexed)
+        except _Damage as exc:
+            self.damage = str(exc)
+
+    def _walk(self, indexed: bool) -> None:
+        """Collect the chunks and loose messages of the data section (and, unless ``indexed``, the
+        schemas and channels inside the chunks), up to the data end or the first damage."""
         pos = 8
         while True:
             header = self._read(pos, 9)
@@ -168,7 +198,7 @@ class _McapFile:
             elif op == 0x06:
                 start = _U64.unpack(self._read(pos + 9, 8))[0]
                 self.sources.append((start, pos, op))
-                if not self._chunk_definitions(pos):
+                if not indexed and not self._chunk_definitions(pos):
                     return
             pos += 9 + length
 
