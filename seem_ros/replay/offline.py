@@ -504,8 +504,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-OFFLINE_ONLY = ('params_file', 'checkpoint', 'variant', 'version', 'short_side', 'device', 'precision', 'mode',
-                'vocabulary', 'overlay', 'video', 'png_dir', 'pngs')
+OFFLINE_ONLY = ('params_file', 'checkpoint', 'variant', 'version', 'short_side', 'device', 'precision', 'backend',
+                'onnx_dir', 'mode', 'vocabulary', 'overlay', 'video', 'png_dir', 'pngs')
 LIVE_ONLY = ('node_namespace', 'node_name', 'rate', 'remap', 'no_clock', 'clock_rate', 'wait', 'drain')
 
 
@@ -513,7 +513,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     misplaced = [name for name in (OFFLINE_ONLY if args.live else LIVE_ONLY)
-                 if getattr(args, name) != parser.get_default(name)]
+                 if getattr(args, name, None) != parser.get_default(name)]
     if misplaced:
         parser.error(f'{"offline options used with --live" if args.live else "live options used without --live"}: '
                      + ', '.join('--' + n.replace('_', '-') for n in misplaced))
