@@ -265,7 +265,7 @@ def build_parser(parser=None) -> argparse.ArgumentParser:
     parser.add_argument('--variant', default='tiny', help='model configuration (default tiny)')
     parser.add_argument('--steps', type=int, default=3000, help='training steps of the schedule (default 3000)')
     parser.add_argument('--minutes', type=float, default=None,
-                        help='stop after this many minutes (state saved; run again to resume)')
+                        help='stop after this many minutes of this run (state saved; run again to resume)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
     parser.add_argument('--batch', type=int, default=4, help='images per step (default 4)')
     parser.add_argument('--lr', type=float, default=4e-4, help='peak learning rate (default 4e-4)')
@@ -314,7 +314,7 @@ def main(argv=None) -> int:
                                          sampler=range(start, args.steps), num_workers=1, collate_fn=_keep)
     with Progress(total=args.steps - start, label='train', unit='step', enabled=args.progress or None) as bar:
         for examples in loader:
-            if args.minutes is not None and elapsed + time.monotonic() - began > args.minutes * 60:
+            if args.minutes is not None and time.monotonic() - began > args.minutes * 60:
                 print(f'time limit reached at step {step}; run the same command again to resume')
                 break
             for group in optimizer.param_groups:
