@@ -99,10 +99,7 @@ def load_pipeline(params, overlay: bool) -> Pipeline:
                           '(pass --checkpoint FILE, e.g. one written by seem-ros train or synth-checkpoint)')
     from ..predictor import SeemPredictor
     try:
-        predictor = SeemPredictor.from_checkpoint(
-            str(checkpoint), variant=params.model__variant, version=params.model__version,
-            device=params.runtime__device, short_side=params.model__short_side,
-            deterministic=params.model__deterministic, precision=params.runtime__precision)
+        predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported the same way
         raise ReplayError(f"cannot load checkpoint '{checkpoint}' as {params.model__variant}/"
                           f'{params.model__version}: {type(exc).__name__}: {exc}') from exc
@@ -479,6 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument('--short-side', type=int, help='model input short side in pixels (model.short_side)')
     model.add_argument('--device', help='cpu | cuda | cuda:N (runtime.device)')
     model.add_argument('--precision', help='fp32 | fp16 | bf16 (runtime.precision)')
+    model.add_argument('--backend', help='auto | torch | onnxruntime | tensorrt | ... (runtime.backend)')
+    model.add_argument('--onnx-dir', help='`seem-ros export` output for graph backends (runtime.onnx_dir)')
     model.add_argument('--mode', help='prompted | everything | both (pipeline.mode)')
     model.add_argument('--vocabulary', help='comma-separated class names for everything mode (pipeline.vocabulary)')
     files = parser.add_argument_group('outputs (offline)')
@@ -547,7 +546,8 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
     """The offline replay of the parsed command line ``args``."""
     overrides = {'model.checkpoint': args.checkpoint, 'model.variant': args.variant, 'model.version': args.version,
                  'model.short_side': args.short_side, 'runtime.device': args.device,
-                 'runtime.precision': args.precision, 'pipeline.mode': args.mode,
+                 'runtime.precision': args.precision,
+                 'runtime.backend': args.backend, 'runtime.onnx_dir': args.onnx_dir, 'pipeline.mode': args.mode,
                  'pipeline.vocabulary': ([v.strip() for v in args.vocabulary.split(',') if v.strip()]
                                          if args.vocabulary is not None else None)}
     params = load_params(args.params_file, overrides)

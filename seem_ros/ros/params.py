@@ -7,9 +7,10 @@ from typing import Any, Mapping, Tuple
 from rcl_interfaces.msg import ParameterDescriptor
 
 from ..pipeline import Mode, PipelineConfig
+from ..runtime.backend import ALIASES, BACKENDS as RUNTIME_BACKENDS
 from ..tracking import EverythingConfig, PromptedConfig
 
-BACKENDS = ('torch',)
+BACKENDS = ('auto', *ALIASES, *RUNTIME_BACKENDS)
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
@@ -28,6 +29,8 @@ class SeemParams:
     runtime__backend: str = 'torch'
     runtime__device: str = 'cpu'
     runtime__precision: str = 'fp32'
+    runtime__onnx_dir: str = ''
+    runtime__engine_dir: str = ''
     pipeline__mode: str = 'prompted'
     pipeline__vocabulary: Tuple[str, ...] = ('person', 'cup', 'bottle', 'chair', 'table', 'laptop', 'book')
     pipeline__score_threshold: float = 0.5
@@ -100,6 +103,13 @@ class SeemParams:
         """Read every declared parameter of ``node`` (see :func:`declare`)."""
         return cls.from_values({ros_name(f.name): node.get_parameter(ros_name(f.name)).value for f in fields(cls)})
 
+    def predictor_options(self) -> dict:
+        """Keyword arguments of ``SeemPredictor.from_checkpoint`` for these parameters."""
+        return dict(variant=self.model__variant, version=self.model__version, device=self.runtime__device,
+                    backend=self.runtime__backend, precision=self.runtime__precision,
+                    onnx_dir=self.runtime__onnx_dir or None, engine_dir=self.runtime__engine_dir or None,
+                    short_side=self.model__short_side, deterministic=self.model__deterministic)
+
     def pipeline_config(self) -> PipelineConfig:
         prompted = PromptedConfig(min_confidence=self.tracking__min_confidence,
                                   lost_timeout_s=self.tracking__lost_timeout,
@@ -122,9 +132,12 @@ DESCRIPTIONS = {
     'model.version': 'decoder version of the checkpoint: v1 | v0',
     'model.short_side': 'input images are resized so that their short side has this many pixels',
     'model.deterministic': 'reproducible masks (seeded sampling of prompt pixels)',
-    'runtime.backend': 'inference backend: torch',
+    'runtime.backend': 'inference backend: auto | torch | onnxruntime | tensorrt | onnxruntime-cuda | torch-cuda | '
+                       'onnxruntime-cpu | torch-cpu (auto: the first that works, in that order)',
     'runtime.device': 'cpu | cuda | cuda:N',
     'runtime.precision': 'fp32 | fp16 | bf16 (autocast, CUDA)',
+    'runtime.onnx_dir': 'directory of `seem-ros export` graphs (onnxruntime and tensorrt backends)',
+    'runtime.engine_dir': 'TensorRT engine and timing cache directory (default: <onnx_dir>/engines)',
     'pipeline.mode': 'prompted (objects users asked for) | everything (panoptic over the vocabulary) | both; '
                      'changeable at runtime',
     'pipeline.vocabulary': 'class names for everything mode; changeable at runtime',

@@ -107,10 +107,7 @@ class SeemNode(LifecycleNode):
         t0 = time.perf_counter()
         try:
             from ..predictor import SeemPredictor
-            predictor = SeemPredictor.from_checkpoint(
-                str(checkpoint), variant=params.model__variant, version=params.model__version,
-                device=params.runtime__device, short_side=params.model__short_side,
-                deterministic=params.model__deterministic, precision=params.runtime__precision)
+            predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
         except Exception as exc:  # noqa: BLE001 - any loading problem fails the transition
             self.get_logger().error(f"configure failed: cannot load checkpoint '{checkpoint}' as "
                                     f'{params.model__variant}/{params.model__version}: {type(exc).__name__}: {exc}')
@@ -139,7 +136,7 @@ class SeemNode(LifecycleNode):
                                                        (Reset, '~/reset', self._on_reset),
                                                        (ListObjects, '~/list_objects', self._on_list_objects))]
         self.get_logger().info(f'configured: {params.model__variant}/{params.model__version} on '
-                               f'{params.runtime__device} ({params.runtime__backend}, {params.runtime__precision}), '
+                               f'{predictor.backend.describe()} ({params.runtime__precision}), '
                                f'short side {params.model__short_side}, mode {params.pipeline__mode}, '
                                f'loaded in {time.perf_counter() - t0:.1f} s')
         return TransitionCallbackReturn.SUCCESS
@@ -483,7 +480,7 @@ class SeemNode(LifecycleNode):
         elif stale:
             level, message = DiagnosticStatus.WARN, 'no images received'
         values = {
-            'backend': params.runtime__backend, 'device': params.runtime__device,
+            'backend': pipeline.predictor.backend.name, 'device': params.runtime__device,
             'precision': params.runtime__precision, 'model': f'{params.model__variant}/{params.model__version}',
             'mode': pipeline.config.mode.value, 'frames_received': s['received'], 'frames_processed': s['processed'],
             'frames_dropped': dropped, 'input_errors': s['input_errors'], 'inference_errors': s['inference_errors'],

@@ -240,7 +240,7 @@ def test_overlay_and_diagnostics(client):
     spin_until(client.node, lambda: int(client.diagnostic_values().get('frames_dropped', 0)) > 0, TIMEOUT,
                'dropped frames counted')
     v = client.diagnostic_values()
-    assert v['backend'] == 'torch' and v['device'] == 'cpu' and float(v['latency_ms']) > 0
+    assert v['backend'] == 'torch-cpu' and v['device'] == 'cpu' and float(v['latency_ms']) > 0
     assert int(v['frames_processed']) > 0
 
 
