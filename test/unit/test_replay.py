@@ -387,6 +387,22 @@ def test_options_of_the_other_mode_are_usage_errors(bags, tmp_path, capsys, args
     assert info.value.code == 2 and error in capsys.readouterr().err
 
 
+def test_replay_on_the_onnxruntime_backend(bags, checkpoint, replayed, tmp_path):
+    """The exported graphs replace torch end to end: one output per frame, the same objects (graph-level
+    numerical parity is in test_export_onnx; with random weights near-tied masks may differ in pixels)."""
+    onnx_dir = tmp_path / 'onnx'
+    assert seem_ros(['export', '--checkpoint', str(checkpoint), '--variant', 'tiny', '--out', str(onnx_dir),
+                     '--height', str(H), '--width', str(W), '--short-side', '32']) == 0
+    out = tmp_path / 'bag'
+    assert replay(bags['mcap'], out, checkpoint, '--backend', 'onnxruntime-cpu', '--onnx-dir', onnx_dir) == 0
+    on_onnx = outputs(out)
+    on_torch = outputs(replayed['mcap'][1] / 'bag')
+    assert [t for t, _, _ in on_onnx] == [t for t, _, _ in on_torch]
+    for (_, objects, label), (_, want, _) in zip(on_onnx, on_torch):
+        check_frame(objects, label)
+        assert [(o.id, o.label, o.state) for o in objects.objects] == [(o.id, o.label, o.state) for o in want.objects]
+
+
 def test_demo_command(checkpoint, tmp_path):
     """``make demo``'s command end to end on a short scene (in its own process: it sets torch's threads)."""
     out = tmp_path / 'demo_out'
