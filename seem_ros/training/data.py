@@ -35,7 +35,7 @@ RENDER_WIDTHS = {160: 0.25, 320: 0.5, 640: 0.25}
 """Scenes are rendered at one of these widths (4:3) and resized to the model input, so the model
 sees both native low-resolution frames and downscaled camera frames."""
 
-PROMPT_KINDS = {'click': 0.45, 'box': 0.3, 'scribble': 0.25}
+VISUAL_PROMPT_KINDS = {'click': 0.45, 'box': 0.3, 'scribble': 0.25}
 MIN_PIXELS = 12
 """An object needs this many visible pixels at the model input to be a target."""
 
@@ -108,7 +108,7 @@ def sample_prompt(kind: str, mask: np.ndarray, rng: np.random.Generator) -> Obje
         return ObjectPrompt(boxes=box.astype(np.float32)[None])
     if kind == 'scribble':
         return ObjectPrompt(scribbles=[_interior_points(mask, rng, int(rng.integers(2, 5)))])
-    raise ValueError(f'unknown prompt kind {kind!r}; expected one of {tuple(PROMPT_KINDS)}')
+    raise ValueError(f'unknown prompt kind {kind!r}; expected one of {tuple(VISUAL_PROMPT_KINDS)}')
 
 
 def corrective_click(pred: np.ndarray, gt: np.ndarray) -> Tuple[np.ndarray, bool]:
@@ -159,7 +159,7 @@ def sample_example(rng: np.random.Generator, *, short_side: int = 120, max_promp
     chosen = rng.permutation(len(objects))[:count]
     prompts = []
     for index in chosen:
-        kind = weighted_choice(rng, PROMPT_KINDS)
+        kind = weighted_choice(rng, VISUAL_PROMPT_KINDS)
         prompts.append((int(index), kind, sample_prompt(kind, objects[index].mask, rng)))
     reference = None
     if rng.random() < reference_prob:

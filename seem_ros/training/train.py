@@ -250,6 +250,7 @@ class StepExamples(torch.utils.data.Dataset):
 
 
 def _keep(examples):
+    """Loader collation: a step's examples as they are."""
     return examples
 
 
@@ -331,9 +332,10 @@ def main(argv=None) -> int:
                 running[key] = 0.95 * running.get(key, value) + 0.05 * value
             bar.label = 'train ' + ' '.join(f'{k} {v:.3f}' for k, v in running.items())
             bar.update()
-            if step % args.save_every == 0 or step == args.steps:
+            if step % args.save_every == 0:
                 save(step)
-    save(step)
+    if step % args.save_every:
+        save(step)
     total_minutes = (elapsed + time.monotonic() - began) / 60
     print(f'step {step}/{args.steps}, {total_minutes:.1f} min; wrote {args.out}')
     return 0

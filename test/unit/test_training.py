@@ -116,7 +116,7 @@ def test_corrective_click_targets_the_larger_error():
     assert not positive and spurious[int(y), int(x)] and not gt[int(y), int(x)]
 
 
-@pytest.mark.parametrize('kind', list(data.PROMPT_KINDS))
+@pytest.mark.parametrize('kind', list(data.VISUAL_PROMPT_KINDS))
 def test_sampled_prompts_lie_on_their_object(kind):
     mask = square(40, 10, 30, 5, 25).numpy()
     rng = np.random.default_rng(0)
