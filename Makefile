@@ -6,8 +6,8 @@ STAMP := $(VENV)/.setup-stamp
 SETUP_INPUTS := tools/setup.sh requirements.txt requirements-torch.txt requirements-nodeps.txt \
 	constraints.txt package.xml CMakeLists.txt setup.py seem_ros/__init__.py \
 	$(wildcard msg/*.msg srv/*.srv)
-# The main job. Until the node and its demo scenes land, the smallest real end-to-end run: two
-# processes exchanging a prompt and the tracked objects it produces over DDS.
+# The main job: generate the demo scene bag, replay it through the node's pipeline with the shipped
+# model and scripted prompts, write demo_out/ (output bag, overlay video and PNGs) and a summary.
 DEMO ?= $(PY) -m seem_ros.cli.main demo
 PYTEST_ARGS ?=
 
