@@ -115,15 +115,16 @@ def colour_descriptor(image: np.ndarray, mask: np.ndarray, bins: int = 6) -> np.
     return np.sqrt(hist.ravel() / total).astype(np.float32)
 
 
-def appearance(colour: np.ndarray, embedding: Optional[np.ndarray], colour_weight: float) -> np.ndarray:
+def appearance(image: np.ndarray, mask: np.ndarray, embedding: Optional[np.ndarray], colour_weight: float,
+               bins: int = 6) -> np.ndarray:
     """Appearance vector of one object: query embedding and colour histogram in one unit vector.
 
     The vector is ``[sqrt(1 - w) * e, sqrt(w) * c]`` for the L2-normalized query embedding
-    ``e`` (C,) and the :func:`colour_descriptor` ``c`` of the object's pixels, so that the
-    cosine similarity of two such vectors is ``(1 - w) * cos(e1, e2) + w * BC(c1, c2)`` with
-    ``w = colour_weight``. Without an embedding (None) the vector is ``c`` alone; a tracker must
-    use one layout for all objects.
+    ``e`` (C,) and :func:`colour_descriptor` ``c``, so that the cosine similarity of two such
+    vectors is ``(1 - w) * cos(e1, e2) + w * BC(c1, c2)`` with ``w = colour_weight``. Without an
+    embedding (None) the vector is ``c`` alone; a tracker must use one layout for all objects.
     """
+    colour = colour_descriptor(image, mask, bins)
     if embedding is None:
         return colour
     emb = np.asarray(embedding, np.float32).ravel()

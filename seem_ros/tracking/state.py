@@ -135,8 +135,6 @@ class Track:
         pending: a prompt to apply on the next frame (new object, refinement or replacement).
         pending_refine: True: ``pending`` refines the current object; False: it starts over.
         label_votes: everything mode: class name -> summed score of its matches.
-        origin_colour: colour descriptor of the prompt's referring patch (the object's only
-            appearance before it is first found), or None.
     """
 
     id: int
@@ -165,7 +163,6 @@ class Track:
     pending: Optional[ObjectPrompt] = None
     pending_refine: bool = False
     label_votes: Dict[str, float] = field(default_factory=dict)
-    origin_colour: Optional[np.ndarray] = None
 
     @property
     def seen(self) -> bool:

@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 
 from ..prompts import ObjectPrompt, ReferencePatch
-from .association import (EMPTY_BOX, appearance, assign, colour_descriptor, iou_matrix, mask_bbox, mask_centroid,
-                          mask_iou, overlap_fraction, shift_box, shift_mask)
+from .association import (EMPTY_BOX, appearance, assign, iou_matrix, mask_bbox, mask_centroid, mask_iou,
+                          overlap_fraction, shift_box, shift_mask)
 from .state import AppearanceBank, Box, FrameTracks, IdPool, Track, TrackOutput, TrackState
 
 _KEEP, _MATCH, _TENTATIVE = 2, 1, 0   # assignment tiers: protected continuity, other matches, tentative tracks
@@ -186,7 +186,6 @@ class _Candidate:
     vector: np.ndarray
     logits: Optional[np.ndarray] = None
     label: str = ''
-    colour: Optional[np.ndarray] = None
 
 
 @dataclass
@@ -302,7 +301,9 @@ class PromptedTracker:
             raise ValueError('the prompt is empty (no text, pixels or referring patch)')
         with self._lock:
             track_id = self.ids.take()
-            self._tracks[track_id] = self._new_track(track_id, prompt, label, stamp_ns)
+            self._tracks[track_id] = Track(track_id, label or prompt.name or prompt.text, TrackState.NEW, stamp_ns,
+                                           origin=prompt, bank=AppearanceBank(self.config.bank_size),
+                                           pending=prompt)
             return track_id
 
     def prompt(self, track_id: int, prompt: ObjectPrompt, *, refine: bool = True) -> None:
@@ -327,13 +328,9 @@ class PromptedTracker:
             elif refine:
                 track.pending, track.pending_refine = prompt, track.seen
             else:
-                self._tracks[track_id] = self._new_track(track_id, prompt, '', track.created_ns)
-
-    def _new_track(self, track_id: int, prompt: ObjectPrompt, label: str, stamp_ns: int) -> Track:
-        ref = prompt.reference
-        return Track(track_id, label or prompt.name or prompt.text, TrackState.NEW, stamp_ns, origin=prompt,
-                     bank=AppearanceBank(self.config.bank_size), pending=prompt,
-                     origin_colour=None if ref is None else colour_descriptor(ref.image, np.asarray(ref.mask, bool)))
+                self._tracks[track_id] = Track(track_id, prompt.name or prompt.text, TrackState.NEW, track.created_ns,
+                                               origin=prompt, bank=AppearanceBank(self.config.bank_size),
+                                               pending=prompt)
 
     def remove(self, track_id: int) -> None:
         """Remove track ``track_id`` now. Raises KeyError for an unknown id."""
@@ -494,13 +491,11 @@ class PromptedTracker:
                 if req.kind == 'init':
                     self._reject_init(req, confidence, warnings)
                 continue
-            colour = colour_descriptor(image, mask)
             cand = _Candidate(k, mask, bbox, mask_centroid(mask, bbox), confidence,
-                              appearance(colour, embedding, cfg.colour_weight), np.asarray(logits, np.float32),
-                              colour=colour)
+                              appearance(image, mask, embedding, cfg.colour_weight), np.asarray(logits, np.float32))
             if req.kind != 'init':
                 candidates.append(cand)
-            elif req.prompt.has_visual or (confidence >= cfg.min_confidence and self._looks_right(req.track, cand)):
+            elif req.prompt.has_visual or confidence >= cfg.min_confidence:
                 self._accept_init(req, cand, image, stamp_ns)
                 fixed.append(cand)
             else:
@@ -514,11 +509,6 @@ class PromptedTracker:
                 continue
             track.miss()
             track.state = TrackState.LOST
-
-    def _looks_right(self, track: Track, cand: _Candidate) -> bool:
-        """For a track that has no appearance memory yet: does ``cand`` have the colours of the
-        track's referring patch (always True without one)?"""
-        return track.origin_colour is None or float(track.origin_colour @ cand.colour) >= self.config.min_similarity
 
     def _reject_init(self, req: _Request, confidence: float, warnings: List[str]) -> None:
         track = req.track
@@ -576,8 +566,8 @@ class PromptedTracker:
                 if len(t.bank):
                     sim = t.bank.similarity(c.vector)
                     ok = (iou >= cfg.min_iou and sim >= cfg.min_similarity) or sim >= cfg.reid_similarity
-                else:   # never found yet: the confidence (and the referring patch's colours) decide
-                    sim, ok = c.score, c.score >= cfg.min_confidence and self._looks_right(t, c)
+                else:   # never found yet: the confidence decides
+                    sim, ok = c.score, c.score >= cfg.min_confidence
                 s = cfg.iou_weight * iou + cfg.appearance_weight * sim
                 if ok and (not valid[r, k] or s > score[r, k]):
                     valid[r, k], score[r, k] = True, s
@@ -697,8 +687,8 @@ class EverythingTracker:
             if seg.score < cfg.min_score or np.count_nonzero(mask) < cfg.min_area_px:
                 continue
             bbox = mask_bbox(mask)
-            vector = appearance(colour_descriptor(image, mask), getattr(seg, 'embedding', None), cfg.colour_weight)
-            dets.append(_Candidate(len(dets), mask, bbox, mask_centroid(mask, bbox), float(seg.score), vector,
+            dets.append(_Candidate(len(dets), mask, bbox, mask_centroid(mask, bbox), float(seg.score),
+                                   appearance(image, mask, getattr(seg, 'embedding', None), cfg.colour_weight),
                                    label=seg.label))
         with self._lock:
             tracks = self._tracks
