@@ -633,7 +633,9 @@ class EverythingTracker:
 
     A segment that no track takes starts a tentative track, born (id, NEW) after ``min_hits``
     consecutive matches and dropped at its first miss, so a one-frame false positive never
-    gets an id. A born track that is not matched is LOST; while lost it can be re-identified
+    gets an id; at birth it takes over the id of a lost track it resembles (late
+    re-identification, for objects that come back looking too different for one frame's
+    evidence). A born track that is not matched is LOST; while lost it can be re-identified
     by appearance (its class too when ``reid_same_label``) or, within ``motion_horizon_s``, by
     IoU with its predicted mask; it is removed after ``lost_timeout_s`` or ``max_misses``
     frames. Protected continuity matches (``keep_iou``) win every conflict; tentative tracks
@@ -729,7 +731,7 @@ class EverythingTracker:
                     t = Track(0, d.label, TrackState.NEW, stamp_ns, bank=AppearanceBank(cfg.bank_size), age=1)
                     self._match(t, d, 1.0, stamp_ns)
                     kept.append(t)
-            self._tracks = self._bounded(kept)
+            self._tracks = self._bounded(self._births(kept))
             out = [_output(t, size, t.last_seen_ns == stamp_ns and t.misses == 0)
                    for t in sorted(self._tracks, key=lambda t: t.id)
                    if t.id or cfg.publish_tentative]
@@ -743,9 +745,36 @@ class EverythingTracker:
         _update_bank(track, det.vector, similarity, det.score, stamp_ns, cfg)
         if track.id:
             track.state = TrackState.TRACKED
-        elif track.hit_streak >= cfg.min_hits:
-            track.id = self.ids.take()
-            track.state = TrackState.NEW
+
+    def _births(self, tracks: List[Track]) -> List[Track]:
+        """Tentative tracks with ``min_hits`` consecutive matches are born: each takes the id of
+        the lost track it resembles (same class when ``reid_same_label``, mean appearance
+        similarity of its matches >= ``min_similarity``; one assignment), which it replaces, or
+        a new id (state NEW)."""
+        cfg = self.config
+        ready = [t for t in tracks if not t.id and t.hit_streak >= cfg.min_hits]
+        if not ready:
+            return tracks
+        lost = [t for t in tracks if t.id and t.state == TrackState.LOST]
+        sim = np.array([[np.mean([old.bank.similarity(v) for v in new.bank.vectors()]) for old in lost]
+                        for new in ready]).reshape(len(ready), len(lost))
+        same = np.array([[new.label == old.label or not cfg.reid_same_label for old in lost] for new in ready],
+                        bool).reshape(sim.shape)
+        heirs = dict(assign(sim, (sim >= cfg.min_similarity) & same))
+        gone = set()
+        for r, new in enumerate(ready):
+            if r in heirs:
+                old = lost[heirs[r]]
+                gone.add(id(old))
+                for v in new.bank.vectors():
+                    old.bank.add(v)
+                new.id, new.bank, new.created_ns, new.first_seen_ns = old.id, old.bank, old.created_ns, old.first_seen_ns
+                new.hits += old.hits
+                new.state = TrackState.TRACKED
+            else:
+                new.id = self.ids.take()
+                new.state = TrackState.NEW
+        return [t for t in tracks if id(t) not in gone]
 
     def _bounded(self, tracks: List[Track]) -> List[Track]:
         """At most ``max_tracks`` tracks: the lost ones seen longest ago are removed first."""

@@ -244,6 +244,28 @@ def test_everything_exit_and_reentry_elsewhere_gets_the_old_id_back_until_the_ti
     assert len(tracker.tracks()) == 1
 
 
+def test_everything_late_reidentification_at_birth():
+    """An object comes back looking different (half of its mask is now another colour): too
+    different for one frame's re-identification, so a tentative track follows it; at birth that
+    track takes over the lost id instead of a new one."""
+    tracker = EverythingTracker(EverythingConfig(min_hits=3, motion_horizon_s=0.3))
+    outs = []
+    for k in range(17):
+        if k < 3:
+            rgb, ids = world({1: (10, 10)})
+            segs = segments(ids)
+        elif k < 13:
+            rgb, ids = world({})
+            segs = []
+        else:       # red square with a blue square stuck to it, segmented as one object
+            rgb, ids = world({1: (40, 30), 2: (50, 30)})
+            segs = [SimpleNamespace(mask=ids > 0, score=0.9, label='square', embedding=None)]
+        outs.append([(t.id, t.state) for t in tracker.update(rgb, stamp(k), segs).tracks])
+    assert outs[2] == [(1, TrackState.NEW)] and outs[13] == outs[14] == [(1, TrackState.LOST)]
+    assert outs[15] == [(1, TrackState.TRACKED)] and outs[16] == [(1, TrackState.TRACKED)]
+    assert len(tracker.tracks()) == 1
+
+
 def test_everything_memory_is_bounded():
     config = EverythingConfig(min_hits=1, max_tracks=5, bank_size=3, bank_interval_s=0.0)
     tracker = EverythingTracker(config)
