@@ -68,11 +68,15 @@ def main(argv=None) -> int:
 def run(args, size, jobs) -> int:
     import torch
 
+    with torch.no_grad():
+        return _export_all(args, size, jobs)
+
+
+def _export_all(args, size, jobs) -> int:
     from ..model.build import build_seem
     from ..progress import Progress
     from ..runtime import export as ex
 
-    torch.set_grad_enabled(False)
     print(f'loading {args.variant} ({args.version}) from {args.checkpoint}', file=sys.stderr)
     model = build_seem(args.variant, version=args.version, checkpoint=args.checkpoint)
     cfg = ex.ExportConfig.of(model, args.variant, p_max=args.p_max, t_max=args.t_max, n_max=args.n_max,

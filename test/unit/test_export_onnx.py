@@ -231,6 +231,7 @@ def test_export_command_end_to_end(tmp_path, capsys):
     args = ['--checkpoint', str(checkpoint), '--variant', 'tiny', '--out', str(out), '--height', '120',
             '--width', '150', '--short-side', '0', '--graphs', 'encoder', '--p-max', '4', '--t-max', '16']
     assert export_cli.main(args) == 0
+    assert torch.is_grad_enabled()  # the command leaves the caller's autograd state alone
     assert 'encoder-128x160.fp32: ok' in capsys.readouterr().out
     assert set(ex.read_manifest(out)['graphs']) == {'encoder-128x160.fp32'}
     assert export_cli.main([a if a != '4' else '8' for a in args]) == export_cli.EXIT_BAD_ARGUMENT  # other p_max
