@@ -12,7 +12,8 @@ import cv2
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from .state import Box
+Box = Tuple[float, float, float, float]
+"""XYXY pixels, x1/y1 exclusive."""
 
 EMPTY_BOX: Box = (0.0, 0.0, 0.0, 0.0)
 
@@ -91,6 +92,29 @@ def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
         out[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
             mask[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
     return out
+
+
+def mask_shift(prev: np.ndarray, prev_box: Box, cur: np.ndarray, reach: int) -> Tuple[int, int]:
+    """The move (dx, dy) in whole pixels, each within +-``reach``, that lays ``prev`` (box
+    ``prev_box``) onto ``cur`` with the most overlapping pixels. Among moves within 2 % of the best
+    overlap the shortest wins, so a mask that only grows or shrinks does not move. (0, 0) when
+    no move makes the masks overlap."""
+    x0, y0, x1, y1 = (int(v) for v in prev_box)
+    if x1 <= x0 or y1 <= y0:
+        return 0, 0
+    h, w = cur.shape
+    r = max(int(reach), 0)
+    region = np.zeros((y1 - y0 + 2 * r, x1 - x0 + 2 * r), np.float32)
+    cy0, cy1, cx0, cx1 = max(y0 - r, 0), min(y1 + r, h), max(x0 - r, 0), min(x1 + r, w)
+    if cy1 > cy0 and cx1 > cx0:
+        region[cy0 - y0 + r:cy1 - y0 + r, cx0 - x0 + r:cx1 - x0 + r] = cur[cy0:cy1, cx0:cx1]
+    overlap = cv2.matchTemplate(region, prev[y0:y1, x0:x1].astype(np.float32), cv2.TM_CCORR)
+    best = float(overlap.max())
+    if best < 0.5:
+        return 0, 0
+    dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
+    k = int(np.argmin(np.where(overlap >= 0.98 * best, dx * dx + dy * dy, np.iinfo(np.int64).max)))
+    return int(dx.flat[k]), int(dy.flat[k])
 
 
 def shift_box(box: Box, dx: float, dy: float, size: Tuple[int, int]) -> Box:

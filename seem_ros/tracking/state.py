@@ -14,12 +14,10 @@ from typing import Deque, Dict, List, Optional, Set, Tuple
 import numpy as np
 
 from ..prompts import ObjectPrompt, ReferencePatch
+from .association import Box, mask_shift
 
 MAX_ID = 65535
 """Track ids are label-image pixels (uint16); 0 is background."""
-
-Box = Tuple[float, float, float, float]
-
 
 class TrackState(enum.IntEnum):
     """Life of a track; the values of NEW, TRACKED and LOST are those of ``TrackedObject.state``.
@@ -173,16 +171,20 @@ class Track:
                 smoothing: float) -> None:
         """Record a match on the frame at ``stamp_ns``.
 
-        The velocity is updated from the centroid displacement when the previous match was on
-        the previous frame (``misses == 0``) and the area changed by less than 25 % (a mask that
-        grows or shrinks, e.g. behind an occluder, moves its centroid without the object), and
-        reset to zero after a gap. ``smoothing`` in [0, 1] is the weight of the new displacement.
+        The velocity is updated when the previous match was on the previous frame
+        (``misses == 0``) and the area changed by less than 25 %, from the displacement that lays
+        the previous mask best onto the new one (:func:`mask_shift`, searched up to the centroid
+        displacement: a mask that changes shape, e.g. at an occluder's edge or bleeding onto a
+        neighbour, moves its centroid without the object), and reset to zero after a gap.
+        ``smoothing`` in [0, 1] is the weight of the new displacement.
         """
         area = int(np.count_nonzero(mask))
         if self.misses:
             self.velocity = np.zeros(2)
-        elif self.seen and stamp_ns > self.last_seen_ns and 0.8 <= area / max(self.area, 1) <= 1.25:
-            step = (centroid - self.centroid) / ((stamp_ns - self.last_seen_ns) * 1e-9)
+        elif (self.seen and stamp_ns > self.last_seen_ns and self.mask.shape == mask.shape
+              and 0.8 <= area / max(self.area, 1) <= 1.25):
+            reach = int(np.ceil(np.abs(centroid - self.centroid).max())) + 2
+            step = np.asarray(mask_shift(self.mask, self.bbox, mask, reach)) / ((stamp_ns - self.last_seen_ns) * 1e-9)
             self.velocity = (1.0 - smoothing) * self.velocity + smoothing * step
         if not self.seen:
             self.first_seen_ns = stamp_ns

@@ -23,15 +23,16 @@ import cv2
 import numpy as np
 
 from ..prompts import ObjectPrompt, ReferencePatch
-from .association import (EMPTY_BOX, appearance, assign, iou_matrix, mask_bbox, mask_centroid, mask_iou,
+from .association import (EMPTY_BOX, Box, appearance, assign, iou_matrix, mask_bbox, mask_centroid, mask_iou,
                           overlap_fraction, shift_box, shift_mask)
-from .state import AppearanceBank, Box, FrameTracks, IdPool, Track, TrackOutput, TrackState
+from .state import AppearanceBank, FrameTracks, IdPool, Track, TrackOutput, TrackState
 
 _KEEP, _MATCH, _TENTATIVE = 2, 1, 0   # assignment tiers: protected continuity, other matches, tentative tracks
 
 
 _UNIT_FIELDS = {'min_iou', 'keep_iou', 'min_similarity', 'reid_similarity', 'colour_weight', 'velocity_smoothing',
                 'bank_confidence', 'min_confidence', 'merge_iou', 'max_overlap', 'reference_confidence',
+                'referred_similarity',
                 'min_score'}
 
 
@@ -110,6 +111,9 @@ class PromptedConfig(AssociationConfig):
         reference_confidence: a frame becomes the track's new reference (referring patch) only
             with this confidence, the re-identification similarity and the mask clear of the
             image border.
+        referred_similarity: a lost track is also re-identified with this lower similarity when
+            its own global prompt (reference or text) found the candidate with at least
+            ``reference_confidence`` (e.g. an object still half hidden when it comes back).
         reference_interval_s: at most one new reference per track per this interval.
         reference_margin: the reference crop is the mask's box grown by this fraction per side.
         propagation: how the predicted mask prompts the next frame: 'mask' (the mask itself),
@@ -127,6 +131,7 @@ class PromptedConfig(AssociationConfig):
     merge_iou: float = 0.6
     max_overlap: float = 0.5
     reference_confidence: float = 0.7
+    referred_similarity: float = 0.6
     reference_interval_s: float = 2.0
     reference_margin: float = 0.25
     propagation: str = 'mask'
@@ -183,7 +188,7 @@ class _Candidate:
     bbox: Box
     centroid: np.ndarray
     score: float
-    vector: np.ndarray
+    vector: Optional[np.ndarray]
     logits: Optional[np.ndarray] = None
     label: str = ''
 
@@ -268,7 +273,8 @@ class PromptedTracker:
     predicted mask and appearance similarity; or re-identification: appearance alone), and
     one assignment over all tracks and candidates decides: protected continuity matches of
     visible tracks first (``keep_iou``), tracks never found yet last. Any other match must not
-    overlap a protected mask (nor a mask a prompt was just applied to). A track that is not
+    overlap a protected mask (nor a mask a visual prompt was just applied to); a new object's
+    text or referring patch is such a match, it never takes a visible object. A track that is not
     matched is LOST, and removed after ``lost_timeout_s``.
 
     Args:
@@ -473,6 +479,9 @@ class PromptedTracker:
         cfg = self.config
         size = image.shape[:2]
         fixed: List[_Candidate] = []       # masks of visible objects, for the re-identification overlap check
+        if only is not None:               # an earlier frame: the other visible tracks keep their objects
+            fixed += [_Candidate(-1, t.mask, t.bbox, t.centroid, t.score, None) for t in self._tracks.values()
+                      if t.id not in only and t.seen and t.misses == 0 and t.mask.shape == size]
         candidates: List[_Candidate] = []
         for k, (req, res) in enumerate(zip(requests, results)):
             if res is None:
@@ -495,11 +504,16 @@ class PromptedTracker:
                               appearance(image, mask, embedding, cfg.colour_weight), np.asarray(logits, np.float32))
             if req.kind != 'init':
                 candidates.append(cand)
-            elif req.prompt.has_visual or confidence >= cfg.min_confidence:
+            elif not req.prompt.has_visual and confidence < cfg.min_confidence:
+                self._reject_init(req, confidence, warnings)
+            elif not req.prompt.has_visual and not req.track.seen:
+                # Text or a referring patch says what, not where: like a lost track's search, the
+                # answer must not take the object of a visible track, so it is associated.
+                req.track.pending = None
+                candidates.append(cand)
+            else:
                 self._accept_init(req, cand, image, stamp_ns)
                 fixed.append(cand)
-            else:
-                self._reject_init(req, confidence, warnings)
         matched = self._associate(image, stamp_ns, requests, candidates, fixed)
         for track in self._tracks.values():
             if track.pending is not None or (only is not None and track.id not in only):
@@ -565,7 +579,9 @@ class PromptedTracker:
                 iou = mask_iou(pmask, c.mask, pbox, c.bbox) if pmask is not None else 0.0
                 if len(t.bank):
                     sim = t.bank.similarity(c.vector)
-                    ok = (iou >= cfg.min_iou and sim >= cfg.min_similarity) or sim >= cfg.reid_similarity
+                    referred = (requests[c.request].kind == 'global' and c.score >= cfg.reference_confidence
+                                and sim >= cfg.referred_similarity)
+                    ok = (iou >= cfg.min_iou and sim >= cfg.min_similarity) or sim >= cfg.reid_similarity or referred
                 else:   # never found yet: the confidence decides
                     sim, ok = c.score, c.score >= cfg.min_confidence
                 s = cfg.iou_weight * iou + cfg.appearance_weight * sim

@@ -10,10 +10,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from seem_ros.prompts import ObjectPrompt
+from seem_ros.prompts import ObjectPrompt, ReferencePatch
 from seem_ros.rasterize import rasterize
 from seem_ros.tracking import (AppearanceBank, EverythingConfig, EverythingTracker, IdPool, PromptedConfig,
                                PromptedTracker, TrackState, assign, mask_bbox)
+from seem_ros.tracking.association import mask_shift
 
 H, W = 60, 80
 FPS = 10
@@ -124,6 +125,18 @@ def test_assign_tiers_are_lexicographic():
     tiers = np.array([[2, 2], [1, 1], [1, 1]])
     valid = np.array([[True, False], [True, False], [False, True]])
     assert sorted(assign(score, valid, tiers)) == [(0, 0), (2, 1)]
+
+
+def test_mask_shift_follows_the_object_not_the_centroid():
+    _, ids = world({1: (20, 20)})
+    _, moved = world({1: (23, 18)})
+    assert mask_shift(ids == 1, mask_bbox(ids == 1), moved == 1, 5) == (3, -2)
+    assert mask_shift(ids == 1, mask_bbox(ids == 1), moved == 1, 2) != (3, -2), 'searched within the reach only'
+    grown = ids == 1
+    grown[20:30, 30:36] = True      # more of the object appears on its right: its centroid moves, it does not
+    assert mask_shift(ids == 1, mask_bbox(ids == 1), grown, 8) == (0, 0)
+    _, far = world({1: (60, 45)})
+    assert mask_shift(ids == 1, mask_bbox(ids == 1), far == 1, 5) == (0, 0), 'no overlap within reach: no move'
 
 
 def test_id_pool_skips_ids_in_use_and_wraps():
@@ -320,6 +333,33 @@ def test_prompted_occlusion_keeps_the_id_and_never_steals_a_visible_objects_id()
     assert all(s == {b: 4} for s in seen[3:15]), seen[3:15]
     assert all(dict((t.id, t.state) for t in o.tracks)[a] == TrackState.LOST for o in outs[3:15])
     assert seen[15] == {a: 1, b: 4}, seen[15]
+
+
+def referring_patch(oid):
+    """A referring patch of object ``oid`` cut from another image."""
+    rgb, ids = world({oid: (5, 5)})
+    return ReferencePatch(image=rgb[:20, :20], mask=ids[:20, :20] == oid)
+
+
+@pytest.mark.parametrize('on_earlier_frame', [False, True])
+def test_prompted_referring_patch_of_a_hidden_object_never_takes_a_visible_objects_id(on_earlier_frame):
+    """The referring patch of the hidden red object 4 finds its look-alike 1, which a click
+    already tracks: 1 keeps its id and the new object waits, LOST, until 4 appears. The same when
+    the prompt is applied to the earlier frame it refers to (:meth:`PromptedTracker.initialize`)."""
+    predictor = WorldPredictor()
+    predictor.impostor = {4: 1}
+    tracker = PromptedTracker(predictor, PromptedConfig())
+    a = tracker.add(click(15, 15))
+    seen, _ = run_prompted(tracker, predictor, [{1: (10, 10)}])
+    b = tracker.add(ObjectPrompt(reference=referring_patch(4)))
+    if on_earlier_frame:
+        out = tracker.initialize(predictor.rgb, stamp(0), [b])
+        assert [(t.id, t.state) for t in out.tracks] == [(b, TrackState.LOST)]
+    frames = [{1: (11 + k, 10)} for k in range(3)] + [{1: (14 + k, 10), 4: (50, 40)} for k in range(3)]
+    seen, outs = run_prompted(tracker, predictor, frames, first=1)
+    assert seen[:3] == [{a: 1}] * 3, seen
+    assert all(dict((t.id, t.state) for t in o.tracks)[b] == TrackState.LOST for o in outs[:3])
+    assert seen[3:] == [{a: 1, b: 4}] * 3, seen
 
 
 def test_prompted_exit_and_reentry_on_the_other_side():
