@@ -103,8 +103,6 @@ class SeemDecoder(nn.Module):
             generator: random source used only when a sign has more than ``max_spatial_points``
                 pixels; below that every pixel is used, exactly as the official sampling.
         """
-        if neg_masks is None:
-            neg_masks = torch.zeros_like(pos_masks)
         points = points_from_masks(pos_masks, neg_masks, merged=self.version == 'v0',
                                    max_points=self.max_spatial_points, generator=generator)
         if prompt_valid is None:

@@ -81,14 +81,14 @@ def _select_points(mask: torch.Tensor, max_points: int, merged: bool,
     return rows[pick.sort().values]
 
 
-def points_from_masks(pos_masks: torch.Tensor, neg_masks: torch.Tensor, *, merged: bool = False,
+def points_from_masks(pos_masks: torch.Tensor, neg_masks: Optional[torch.Tensor], *, merged: bool = False,
                       max_points: int = 512, generator: Optional[torch.Generator] = None,
                       pad_to: Optional[int] = None) -> PromptPoints:
     """Prompt points of one image from per-prompt pixel masks.
 
     Args:
         pos_masks, neg_masks: (P, Hp, Wp) bool masks at the padded image size, one channel per
-            prompt (both with the same P).
+            prompt (both with the same P); ``neg_masks`` None = no negative pixels.
         merged: v0 semantics (prompt channels merged into one point set, uniform subsampling).
         max_points: budget per sign per image (the official ``MAX_SPATIAL_LEN`` 512). Within it
             the result is deterministic and equal to the official sampling.
@@ -96,6 +96,8 @@ def points_from_masks(pos_masks: torch.Tensor, neg_masks: torch.Tensor, *, merge
         pad_to: pad the point set to this length with invalid entries (fixed-shape use).
     """
     height, width = pos_masks.shape[-2:]
+    if neg_masks is None:
+        neg_masks = torch.zeros_like(pos_masks)
     parts = [(_select_points(m, max_points, merged, generator), sign)
              for m, sign in ((pos_masks, True), (neg_masks, False))]
     rows = torch.cat([r for r, _ in parts])

@@ -26,8 +26,8 @@ import numpy as np
 from ..progress import Progress
 from ..scenes.bag import read_ground_truth, sidecar_paths, write_bag
 from ..scenes.render import build_scene
-from .bagio import BagError, BagReader
-from .offline import ReplayError, run_offline
+from .bagio import BagReader
+from .offline import replay_and_report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,14 +122,7 @@ def main(argv=None) -> int:
         precision=None, backend=None, onnx_dir=None, mode=None, vocabulary=None, overlay=True,
         video=out / 'overlay.mp4', png_dir=out, pngs=4)
     print(f'2. replaying with {args.checkpoint} ({args.variant}, short side {args.short_side}) ...')
-    try:
-        stats = run_offline(replay_args, [])
-    except (BagError, ReplayError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
-        return 1
-    print(stats.table())
-    if stats.error:
-        print(f'error: {stats.error}', file=sys.stderr)
+    if replay_and_report(replay_args, []) is None:
         return 1
     print('3. masks against the ground truth (frames where the object is visible, from its prompt on):')
     print(f'   {"prompt":<10} {"object":<28} {"id":>3}  {"mean IoU":>8}  {"IoU>0.5":>12}')

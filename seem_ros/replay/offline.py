@@ -530,16 +530,22 @@ def main(argv=None) -> int:
     if args.live:
         from .live import run_live
         return run_live(args, events)
+    return 0 if replay_and_report(args, events) is not None else 1
+
+
+def replay_and_report(args, events: Sequence[PromptEvent]) -> Optional[ReplayStats]:
+    """:func:`run_offline`, then its table on stdout; None (after the error on stderr) when the
+    replay failed or stopped on an error."""
     try:
         stats = run_offline(args, events)
     except (BagError, ReplayError) as exc:
         print(f'error: {exc}', file=sys.stderr)
-        return 1
+        return None
     print(stats.table())
     if stats.error:
         print(f'error: {stats.error}', file=sys.stderr)
-        return 1
-    return 0
+        return None
+    return stats
 
 
 def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:

@@ -103,8 +103,6 @@ class Backend(ABC):
         (:func:`~seem_ros.model.spatial.points_from_masks`; every pixel below the budget, a
         ``generator``-seeded subset above it), then encoded by :meth:`encode_prompt_points`.
         """
-        if neg_masks is None:
-            neg_masks = torch.zeros_like(pos_masks)
         points = points_from_masks(pos_masks, neg_masks, merged=self.version == 'v0',
                                    max_points=self.max_spatial_points, generator=generator)
         if prompt_valid is None:

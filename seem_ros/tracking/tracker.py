@@ -131,7 +131,7 @@ class PromptedConfig(AssociationConfig):
     merge_iou: float = 0.6
     max_overlap: float = 0.5
     reference_confidence: float = 0.7
-    referred_similarity: float = 0.6
+    referred_similarity: float = 0.65
     reference_interval_s: float = 2.0
     reference_margin: float = 0.25
     propagation: str = 'mask'

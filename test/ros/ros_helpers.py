@@ -1,4 +1,5 @@
 """Helpers for tests that talk to other processes over DDS (no fixed sleeps)."""
+import contextlib
 import os
 import re
 import select
@@ -9,6 +10,18 @@ import time
 from pathlib import Path
 
 import rclpy
+
+
+@contextlib.contextmanager
+def ros_node(name, namespace=None):
+    """rclpy initialized in this process and a node ``name``; both torn down on exit."""
+    rclpy.init()
+    node = rclpy.create_node(name, namespace=namespace)
+    try:
+        yield node
+    finally:
+        node.destroy_node()
+        rclpy.shutdown()
 
 
 def spin_until(node, condition, timeout, what, on_idle=None, idle_period=0.5):

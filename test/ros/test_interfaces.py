@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Point32, Vector3
 from sensor_msgs.msg import Image
@@ -21,7 +20,7 @@ except ImportError as exc:
                 pytrace=False)
 
 from interface_peer import MESSAGES
-from ros_helpers import PythonProcess, call, spin_until
+from ros_helpers import PythonProcess, call, ros_node, spin_until
 from seem_ros.mask_codec import CompactMask
 
 PEER = Path(__file__).with_name('interface_peer.py')
@@ -93,11 +92,8 @@ def peer(ros_namespace, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def node(ros_namespace):
-    rclpy.init()
-    node = rclpy.create_node('interface_test', namespace=ros_namespace)
-    yield node
-    node.destroy_node()
-    rclpy.shutdown()
+    with ros_node('interface_test', ros_namespace) as node:
+        yield node
 
 
 def test_every_message_type_is_tested():

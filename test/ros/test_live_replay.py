@@ -32,14 +32,6 @@ TIMEOUT = 300.0
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
-    subprocess.run([sys.executable, '-m', 'seem_ros.cli.main', 'synth-checkpoint', '--variant', 'tiny',
-                    '--out', str(path)], check=True, capture_output=True, timeout=300)
-    return path
-
-
-@pytest.fixture(scope='module')
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp('bag') / 'demo'
     write_bag(build_scene('demo', 0, width=W, height=H, frames=N), path)

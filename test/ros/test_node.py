@@ -10,13 +10,10 @@ serving with the problem logged, and that lifecycle cycles do not grow its memor
 import array
 import itertools
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point, PointStamped
@@ -28,7 +25,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header, String
 
 import ros_helpers as helpers
-from ros_helpers import call, spin_until
+from ros_helpers import call, ros_node, spin_until
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import BoundingBox2D, Prompt, TrackedObject, TrackedObjectArray
 from seem_ros.srv import ListObjects, RemoveObject, Reset, SetObject
@@ -75,8 +72,8 @@ class NodeProcess(helpers.NodeProcess):
 class Client:
     """Publishers, subscriptions and service clients of the node's interface, in its namespace."""
 
-    def __init__(self, namespace):
-        self.node = node = rclpy.create_node('seem_test_client', namespace=namespace)
+    def __init__(self, node):
+        self.node = node
         self.pubs = {name: node.create_publisher(t, topic, 10) for name, t, topic in [
             ('image', Image, 'image'), ('compressed', CompressedImage, 'image/compressed'), ('depth', Image, 'depth'),
             ('prompt', Prompt, 'seem/prompt'), ('text', String, 'seem/text'), ('click', Point, 'image_mouse_left'),
@@ -129,14 +126,6 @@ class Client:
 
 
 @pytest.fixture(scope='module')
-def checkpoint(tmp_path_factory):
-    path = tmp_path_factory.mktemp('ckpt') / 'tiny.pt'
-    subprocess.run([sys.executable, '-m', 'seem_ros.cli.main', 'synth-checkpoint', '--variant', 'tiny',
-                    '--out', str(path)], check=True, capture_output=True, timeout=300)
-    return path
-
-
-@pytest.fixture(scope='module')
 def seem(ros_namespace, checkpoint, tmp_path_factory):
     node = NodeProcess(ros_namespace, checkpoint, tmp_path_factory.mktemp('node') / 'node.log')
     yield node
@@ -146,11 +135,8 @@ def seem(ros_namespace, checkpoint, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def client(ros_namespace, seem):
-    rclpy.init()
-    c = Client(ros_namespace)
-    yield c
-    c.node.destroy_node()
-    rclpy.shutdown()
+    with ros_node('seem_test_client', ros_namespace) as node:
+        yield Client(node)
 
 
 def decode(array_msg, obj):

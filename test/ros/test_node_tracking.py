@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -35,7 +34,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ros_helpers import NodeProcess, call, spin_until
+from ros_helpers import NodeProcess, call, ros_node, spin_until
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import Prompt, TrackedObject, TrackedObjectArray
 from seem_ros.replay.bagio import BagReader, cdr_stamp_ns
@@ -85,8 +84,8 @@ def seem(ros_namespace, tmp_path_factory):
 class Client:
     """The node's inputs and outputs in its namespace; outputs are kept by header stamp."""
 
-    def __init__(self, namespace):
-        self.node = node = rclpy.create_node('seem_tracking_test', namespace=namespace)
+    def __init__(self, node):
+        self.node = node
         self.pubs = {topic: node.create_publisher(msg_type, topic, QOS) for topic, msg_type in (
             ('image', Image), ('depth', Image), ('depth/camera_info', CameraInfo), ('seem/prompt', Prompt))}
         self.out = {key: {} for key in ('objects', 'label_image', 'points', 'markers')}
@@ -127,11 +126,8 @@ class Client:
 
 @pytest.fixture(scope='module')
 def client(ros_namespace, seem):
-    rclpy.init()
-    c = Client(ros_namespace)
-    yield c
-    c.node.destroy_node()
-    rclpy.shutdown()
+    with ros_node('seem_tracking_test', ros_namespace) as node:
+        yield Client(node)
 
 
 def header(stamp):
