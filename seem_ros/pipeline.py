@@ -140,6 +140,10 @@ class FrameResult:
     timings: Dict[str, float]
     warnings: List[str] = field(default_factory=list)
 
+    def shown_masks(self) -> List[Optional[np.ndarray]]:
+        """Per object its (H, W) bool mask, or None when it is LOST (not shown)."""
+        return [o.mask if o.state != TrackState.LOST else None for o in self.objects]
+
 
 class StampedBuffer:
     """Bounded buffer of items keyed by stamp, for frame lookup and depth synchronization."""

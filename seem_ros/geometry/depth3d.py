@@ -96,6 +96,10 @@ class ObjectGeometry:
     points: Optional[np.ndarray] = None
 
 
+DEPTH_BUFFER = 30
+"""Depth images kept for pairing with colour images by stamp (about 1 s at 30 Hz)."""
+
+
 def depth_to_metres(depth: np.ndarray, encoding: str, *, max_depth: float = math.inf) -> np.ndarray:
     """(H, W) float32 metres from a depth image's pixels; NaN where invalid.
 
@@ -219,6 +223,31 @@ def frame_geometry(masks: Sequence[np.ndarray], depth_m: np.ndarray, intrinsics:
     grid = intrinsics.scaled_to(w, h)
     return [object_geometry(mask_to_grid(mask, (h, w)), depth_m, grid, erode_px=erode_px, min_points=min_points,
                             return_points=return_points) for mask in masks]
+
+
+def place_objects(masks: Sequence[Optional[np.ndarray]], depth_m: np.ndarray, k: Sequence[float],
+                  info_size: Tuple[int, int], *, erode_px: int = 2, min_points: int = 20,
+                  return_points: bool = False) -> List[Optional[ObjectGeometry]]:
+    """:func:`frame_geometry` of the objects of one frame that are shown.
+
+    Args:
+        masks: per object its (H, W) bool mask, or None (not shown, e.g. LOST): its entry is None.
+        depth_m: (h, w) float32 metres (:func:`depth_to_metres`).
+        k: the row-major 3x3 intrinsic matrix of the depth (or colour) CameraInfo, of an image
+            of ``info_size`` (width, height); (0, 0) = the depth image's size.
+    Raises:
+        ValueError: as :func:`frame_geometry` (aspect ratios differ) or :class:`CameraIntrinsics`.
+    """
+    width, height = info_size
+    if not (width and height):
+        height, width = depth_m.shape
+    shown = [i for i, m in enumerate(masks) if m is not None and m.any()]
+    geometries = frame_geometry([masks[i] for i in shown], depth_m, CameraIntrinsics.from_matrix(k, width, height),
+                                erode_px=erode_px, min_points=min_points, return_points=return_points)
+    out: List[Optional[ObjectGeometry]] = [None] * len(masks)
+    for i, geometry in zip(shown, geometries):
+        out[i] = geometry
+    return out
 
 
 def nearest_by_stamp(buffer: Iterable[Tuple[int, object]], stamp_ns: int, slop_ns: int):

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..progress import Progress
-from ..scenes.bag import read_ground_truth, sidecar_paths, write_bag
+from ..scenes.bag import TOPICS, read_ground_truth, sidecar_paths, write_bag
 from ..scenes.render import build_scene
 from .bagio import BagReader
 from .offline import replay_and_report
@@ -116,8 +116,8 @@ def main(argv=None) -> int:
     out: Path = args.out
     bag = generate(out, args)
     replay_args = Namespace(
-        bag=bag, out=out / 'output_bag', prompts=None, ignore_bag_prompts=False, image_topic='/camera/image_raw',
-        camera_info_topic=None, storage='mcap', overwrite=True, progress=False, params_file=None,
+        bag=bag, out=out / 'output_bag', prompts=None, ignore_bag_prompts=False, image_topic=TOPICS['image'],
+        camera_info_topic=None, depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True, progress=False, params_file=None,
         checkpoint=args.checkpoint, variant=args.variant, version=None, short_side=args.short_side, device=None,
         precision=None, backend=None, onnx_dir=None, mode=None, vocabulary=None, overlay=True,
         video=out / 'overlay.mp4', png_dir=out, pngs=4)

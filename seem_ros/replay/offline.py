@@ -7,7 +7,8 @@ Prompts come from every ``seem_ros/msg/Prompt`` topic of the bag and/or a YAML s
 (:mod:`.prompts_yaml`); they are applied as the node applies them (a prompt refers to the buffered
 image with its header stamp). Outputs, with the input image's header, logged at the input image's
 log time: ``/seem/objects`` (TrackedObjectArray), ``/seem/label_image`` (mono16, pixel = id),
-optionally ``/seem/overlay`` (rgb8). Also an overlay video (mp4v), overlay PNGs, a progress bar and
+optionally ``/seem/overlay`` (rgb8). With ``--depth-topic`` (an aligned 16UC1/32FC1 depth image and
+its CameraInfo) every shown object gets its 3D fields as in the node (``depth.*`` settings). Also an overlay video (mp4v), overlay PNGs, a progress bar and
 a summary table (frames, objects and ids, p50/p95 latency per pipeline stage).
 
 A damaged bag (corrupt, truncated) or an image that cannot be converted stops the replay with an
@@ -20,6 +21,7 @@ Examples::
     seem-ros replay demo_bag --out demo_out/bag --video demo_out/overlay.mp4 --png-dir demo_out
     seem-ros replay my.bag --out out --prompts prompts.yaml --ignore-bag-prompts --image-topic /cam/image
     seem-ros replay my.bag --out out --params-file config/seem.yaml --checkpoint models/seem_focalt_v1.pt
+    seem-ros replay demo_bag --out out --depth-topic /camera/depth/image_raw
 """
 from __future__ import annotations
 
@@ -34,7 +36,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 import yaml
 
-from ..pipeline import Frame, FrameResult, Pipeline, PromptError, TrackState
+from ..geometry.depth3d import DEPTH_BUFFER, depth_to_metres, place_objects
+from ..pipeline import Frame, FrameResult, Pipeline, PromptError, StampedBuffer, TrackState
 from ..progress import Progress
 from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter, check_output
 from .prompts_yaml import PromptEvent, PromptFileError, describe, load_prompts
@@ -261,19 +264,48 @@ def png_indices(n_frames: Optional[int], count: int) -> List[int]:
     return sorted({min(n_frames - 1, int(round((i + 1) * n_frames / (count + 1)))) for i in range(count)})
 
 
-def select_topics(reader: BagReader, image_topic: str, camera_info_topic: Optional[str],
-                  bag_prompts: bool):
-    """(image topic, camera info topic or None, prompt topics), checked against the bag."""
-    image = reader.require(image_topic, IMAGE_TYPES)
-    if camera_info_topic is None:   # default: the image's sibling camera_info, when the bag has it
+def _camera_info_of(reader: BagReader, image_topic: str, camera_info_topic: Optional[str]) -> Optional[str]:
+    """``camera_info_topic`` checked; None = the image's sibling camera_info when the bag has it."""
+    if camera_info_topic is None:
         sibling = image_topic.rsplit('/', 1)[0] + '/camera_info'
         camera_info_topic = sibling if sibling in reader.topics else ''
     if camera_info_topic:
         reader.require(camera_info_topic, (CAMERA_INFO_TYPE,))
+    return camera_info_topic or None
+
+
+def select_topics(reader: BagReader, image_topic: str, camera_info_topic: Optional[str],
+                  bag_prompts: bool):
+    """(image topic, camera info topic or None, prompt topics), checked against the bag."""
+    image = reader.require(image_topic, IMAGE_TYPES)
+    camera_info_topic = _camera_info_of(reader, image_topic, camera_info_topic)
     prompts = [t.name for t in reader.topics.values() if t.msgtype == PROMPT_TYPE] if bag_prompts else []
     for name in prompts:
         reader.require(name, (PROMPT_TYPE,))
-    return image, camera_info_topic or None, prompts
+    return image, camera_info_topic, prompts
+
+
+def select_depth_topics(reader: BagReader, depth_topic: Optional[str], depth_info_topic: Optional[str]):
+    """(depth topic, its camera info topic), checked against the bag; (None, None) without depth."""
+    if not depth_topic:
+        return None, None
+    reader.require(depth_topic, ('sensor_msgs/msg/Image',))
+    info = _camera_info_of(reader, depth_topic, depth_info_topic)
+    if info is None:
+        raise BagError(f'{reader.path}: no CameraInfo for the depth topic {depth_topic} (pass --depth-info-topic)')
+    return depth_topic, info
+
+
+@dataclass(frozen=True)
+class DepthInput:
+    """The bag's aligned depth image and its CameraInfo, with the node's ``depth.*`` settings."""
+
+    topic: str
+    info_topic: str
+    slop_ms: float = 50.0
+    max_depth: float = 10.0
+    erode_px: int = 2
+    min_points: int = 20
 
 
 class Replay:
@@ -288,12 +320,14 @@ class Replay:
         files: overlay video/PNGs, or None.
         prompts_name: what the YAML prompts are called in messages and counts (the file name).
         log: where warnings go (a line at a time).
+        depth: the depth input that fills the objects' 3D fields, or None.
     """
 
     def __init__(self, reader: BagReader, writer: BagWriter, pipeline: Pipeline, *, image_topic: str,
                  camera_info_topic: Optional[str], prompt_topics: Sequence[str], events: Sequence[PromptEvent] = (),
                  outputs: Sequence[str] = ('objects', 'label_image'), files: Optional[OverlayFiles] = None,
-                 prompts_name: str = 'YAML', log: Callable[[str], None] = print):
+                 prompts_name: str = 'YAML', log: Callable[[str], None] = print,
+                 depth: Optional[DepthInput] = None):
         from rclpy.serialization import deserialize_message, serialize_message
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -314,12 +348,17 @@ class Replay:
         self.stats = ReplayStats(str(reader.path), str(writer.path))
         self._intrinsics = None
         self._first_stamp: Optional[int] = None
+        self.depth = depth
+        self._depth = StampedBuffer(DEPTH_BUFFER)
+        self._depth_info = None          # (K, width, height) of the newest depth CameraInfo
 
     def run(self, progress: Optional[Progress] = None) -> ReplayStats:
         """Replay every frame; stops at the first damage or bad image (``stats.error``)."""
         start = time.monotonic()
         pending = None      # (frame, index, log time): processed once every message of its log time is in
         topics = [self.image_topic, *self.prompt_topics] + ([self.camera_info_topic] if self.camera_info_topic else [])
+        if self.depth is not None:
+            topics += [self.depth.topic, self.depth.info_topic]
         try:
             for msg in self.reader.messages(topics):
                 if pending is not None and (msg.log_time_ns > pending[2] or msg.topic == self.image_topic):
@@ -329,6 +368,11 @@ class Replay:
                     pending = self._frame(msg)
                 elif msg.topic == self.camera_info_topic:
                     self._camera_info(msg)
+                elif self.depth is not None and msg.topic == self.depth.topic:
+                    self._depth_image(msg)
+                elif self.depth is not None and msg.topic == self.depth.info_topic:
+                    info = self._decode(msg)
+                    self._depth_info = (tuple(info.k), int(info.width), int(info.height))
                 else:
                     self._bag_prompt(msg)
             if pending is not None:
@@ -390,6 +434,38 @@ class Replay:
         except ValueError as exc:
             self.log(f'warning: {msg.topic}: {exc}')
 
+    def _depth_image(self, msg: BagMessage) -> None:
+        image = self._decode(msg)
+        try:
+            depth = depth_to_metres(self._conv.image_to_numpy(image), image.encoding, max_depth=self.depth.max_depth)
+        except (self._conv.ImageError, ValueError) as exc:
+            self._warn(f'{msg.topic}: {exc}; that depth image is skipped')
+            return
+        self._depth.add(self._conv.stamp_to_ns(image.header.stamp), depth)
+
+    def _geometry(self, result: FrameResult):
+        """The 3D of ``result``'s objects from the depth image nearest its stamp (as the node), or
+        None (with a warning) when that depth or its CameraInfo is missing or does not fit."""
+        depth = self._depth.nearest(result.frame.stamp_ns, int(self.depth.slop_ms * 1e6))
+        problems = ([f'no depth image within {self.depth.slop_ms:g} ms of the image'] if depth is None else []) + \
+            (['no depth CameraInfo yet'] if self._depth_info is None else [])
+        if problems:
+            self._warn(f'3D fields unset: {" and ".join(problems)}')
+            return None
+        k, width, height = self._depth_info
+        try:
+            return place_objects(result.shown_masks(), depth, k, (width, height), erode_px=self.depth.erode_px,
+                                 min_points=self.depth.min_points)
+        except ValueError as exc:
+            self._warn(f'3D fields unset: {exc}')
+            return None
+
+    def _warn(self, text: str) -> None:
+        """Count ``text`` in the summary; log it the first time."""
+        if not self.stats.warnings[text]:
+            self.log(f'warning: {text}')
+        self.stats.warnings[text] += 1
+
     def _bag_prompt(self, msg: BagMessage) -> None:
         prompt_msg = self._decode(msg)
         source = f'{msg.topic} at {msg.log_time_ns * 1e-9:.3f} s'
@@ -431,9 +507,10 @@ class Replay:
             if not self.stats.warnings[w]:
                 self.log(f'warning: frame {index}: {w}')
             self.stats.warnings[w] += 1
+        geometries = self._geometry(result) if self.depth is not None else None
         conv = self._conv
         header = Header(stamp=conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
-        messages = {'objects': lambda: conv.result_to_msg(result, header),
+        messages = {'objects': lambda: conv.result_to_msg(result, header, geometries),
                     'label_image': lambda: conv.numpy_to_image(result.label_image, 'mono16', header),
                     'overlay': lambda: conv.numpy_to_image(result.overlay, 'rgb8', header)}
         for key in self.outputs:
@@ -465,6 +542,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--camera-info-topic', default=None,
                         help='CameraInfo topic (default: the image topic\'s sibling camera_info if the bag has it; '
                              '"" for none)')
+    parser.add_argument('--depth-topic', help='aligned depth image topic (16UC1 mm or 32FC1 m): fills each object\'s '
+                        '3D fields with the depth.* settings (default: none; offline only)')
+    parser.add_argument('--depth-info-topic', help='CameraInfo of the depth image (default: the depth topic\'s '
+                        'sibling camera_info)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), help='output storage (default: the input\'s)')
     parser.add_argument('--overwrite', action='store_true', help='replace an existing output bag')
     parser.add_argument('--progress', action='store_true', help='show progress even when stderr is not a terminal')
@@ -504,7 +585,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 OFFLINE_ONLY = ('params_file', 'checkpoint', 'variant', 'version', 'short_side', 'device', 'precision', 'backend',
-                'onnx_dir', 'mode', 'vocabulary', 'overlay', 'video', 'png_dir', 'pngs')
+                'onnx_dir', 'mode', 'vocabulary', 'overlay', 'video', 'png_dir', 'pngs', 'depth_topic',
+                'depth_info_topic')
 LIVE_ONLY = ('node_namespace', 'node_name', 'rate', 'remap', 'no_clock', 'clock_rate', 'wait', 'drain')
 
 
@@ -561,6 +643,9 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
     with BagReader(args.bag) as reader:
         image_topic, camera_info_topic, prompt_topics = select_topics(reader, args.image_topic, args.camera_info_topic,
                                                                       not args.ignore_bag_prompts)
+        depth_topic, depth_info_topic = select_depth_topics(reader, args.depth_topic, args.depth_info_topic)
+        depth = (DepthInput(depth_topic, depth_info_topic, params.depth__slop_ms, params.depth__max_depth,
+                            params.depth__erode_px, params.depth__min_points) if depth_topic else None)
         outputs = ['objects'] + (['label_image'] if params.publish__label_image else [])
         if args.overlay or params.publish__overlay:
             outputs.append('overlay')
@@ -575,6 +660,6 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
         replay = Replay(reader, writer, pipeline, image_topic=image_topic.name, camera_info_topic=camera_info_topic,
                         prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
-                        log=lambda line: print(line, file=sys.stderr))
+                        log=lambda line: print(line, file=sys.stderr), depth=depth)
         with Progress(image_topic.count, 'replay', unit='frames', enabled=True if args.progress else None) as bar:
             return replay.run(bar)

@@ -31,17 +31,14 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from ..geometry.depth3d import CameraIntrinsics, depth_to_metres, frame_geometry
+from ..geometry.depth3d import DEPTH_BUFFER, CameraIntrinsics, depth_to_metres, place_objects
 from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray, box_markers, point_cloud
 from ..msg import Prompt, TrackedObjectArray
-from ..pipeline import (Frame, FrameResult, IdPool, LatestFrameWorker, Pipeline, PromptError, StampedBuffer,
-                        TrackState)
+from ..pipeline import Frame, FrameResult, IdPool, LatestFrameWorker, Pipeline, PromptError, StampedBuffer
 from ..prompts import ObjectPrompt
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
 from . import conversions as conv
 from .params import RUNTIME, SeemParams, declare, ros_name
-
-DEPTH_BUFFER = 30  # depth images kept for pairing with colour images
 
 
 class KeyedThrottle:
@@ -327,23 +324,14 @@ class SeemNode(LifecycleNode):
             self._warn_throttled(f'3D fields unset: {" and ".join(problems)} (2D outputs are published)')
             return None
         k, width, height = info
-        if not (width and height):
-            height, width = depth.shape
-        visible = [i for i, o in enumerate(result.objects) if o.state != TrackState.LOST and o.mask.any()]
         try:
-            geometries = frame_geometry([result.objects[i].mask for i in visible], depth,
-                                        CameraIntrinsics.from_matrix(k, width, height),
-                                        erode_px=params.depth__erode_px, min_points=params.depth__min_points,
-                                        return_points=params.depth__publish_points)
+            return place_objects(result.shown_masks(), depth, k, (width, height), erode_px=params.depth__erode_px,
+                                 min_points=params.depth__min_points, return_points=params.depth__publish_points)
         except ValueError as exc:
             text = f'3D fields unset: {exc}'
             if self._throttle(text):
                 self.get_logger().error(f'{text} (repeats are logged every {self._throttle.period:g} s)')
             return None
-        out = [None] * len(result.objects)
-        for i, geometry in zip(visible, geometries):
-            out[i] = geometry
-        return out
 
     def _warn_throttled(self, text: str) -> None:
         if self._throttle(text):

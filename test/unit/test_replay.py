@@ -1,11 +1,14 @@
 """``seem-ros replay`` offline: generated 12-frame bags (MCAP and sqlite3) through the node's pipeline
-with a synthetic tiny checkpoint; bag and YAML prompts; damaged bags, missing topics, unknown types."""
+with a synthetic tiny checkpoint; bag and YAML prompts; damaged bags, missing topics, unknown types;
+3D from the bag's depth with the shipped model."""
 import contextlib
 import io
+import math
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,9 +23,10 @@ from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import TrackedObjectArray
 from seem_ros.replay.bagio import BagDamaged, BagError, BagReader, cdr_stamp_ns
 from seem_ros.replay.prompts_yaml import PromptFileError, load_prompts
-from seem_ros.scenes.bag import typestore, write_bag
+from seem_ros.scenes.bag import TOPICS, read_ground_truth, typestore, write_bag
 from seem_ros.scenes.render import build_scene
 
+ROOT = Path(__file__).resolve().parents[2]
 N, H, W = 12, 120, 160
 BAG_PROMPTS = {'text_2', 'click_3', 'box_1', 'reference_4'}
 
@@ -403,6 +407,26 @@ def test_replay_on_the_onnxruntime_backend(bags, checkpoint, replayed, tmp_path)
         assert [(o.id, o.label, o.state) for o in objects.objects] == [(o.id, o.label, o.state) for o in want.objects]
 
 
+@pytest.mark.skipif(not (ROOT / 'models' / 'seem_tiny.pt').is_file(), reason='the shipped model is missing')
+def test_depth_topic_places_every_shown_object_in_3d(bags, tmp_path, capsys):
+    """With --depth-topic (the bag's aligned 16UC1 depth and its CameraInfo) every shown object
+    gets its 3D fields, near the ground truth with the shipped model (the replay's default)."""
+    out = tmp_path / 'bag'
+    assert seem_ros(['replay', str(bags['mcap']), '--out', str(out), '--depth-topic', TOPICS['depth']]) == 0
+    frames = read_ground_truth(bags['mcap']).meta['frames']
+    errors = []
+    for k, (_, objects, _) in enumerate(outputs(out)):
+        truth = {o['id']: o['centroid_m'] for o in frames[k]['objects']}
+        for o in objects.objects:
+            assert o.has_position == (o.state != o.LOST), (k, o.label)
+            if o.position_valid:      # bag prompts are named <kind>_<ground-truth id>
+                errors.append(math.dist((o.centroid.x, o.centroid.y, o.centroid.z), truth[int(o.label[-1])]))
+    assert len(errors) >= 2 * N and np.median(errors) < 0.02, errors
+    capsys.readouterr()
+    assert seem_ros(['replay', str(bags['mcap']), '--out', str(tmp_path / 'b'), '--depth-topic', '/nope']) == 1
+    assert 'has no topic /nope' in capsys.readouterr().err
+
+
 def test_demo_command(checkpoint, tmp_path):
     """``make demo``'s command end to end on a short scene (in its own process: it sets torch's threads)."""
     out = tmp_path / 'demo_out'
@@ -416,6 +440,8 @@ def test_demo_command(checkpoint, tmp_path):
     with BagReader(out / 'output_bag') as reader:
         assert {t.name: t.count for t in reader.topics.values()} == {
             '/seem/objects': 6, '/seem/label_image': 6, '/seem/overlay': 6}
+    last = outputs(out / 'output_bag')[-1][1]
+    assert all(o.has_position for o in last.objects if o.state != o.LOST), 'the demo places objects in 3D'
     assert (out / 'overlay.mp4').stat().st_size > 0 and len(list(out.glob('overlay_*.png'))) == 4
 
 
