@@ -117,7 +117,8 @@ def main(argv=None) -> int:
     bag = generate(out, args)
     replay_args = Namespace(
         bag=bag, out=out / 'output_bag', prompts=None, ignore_bag_prompts=False, image_topic=TOPICS['image'],
-        camera_info_topic=None, depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True, progress=False, params_file=None,
+        camera_info_topic=None, depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True,
+        progress=False, params_file=None,
         checkpoint=args.checkpoint, variant=args.variant, version=None, short_side=args.short_side, device=None,
         precision=None, backend=None, onnx_dir=None, mode=None, vocabulary=None, overlay=True,
         video=out / 'overlay.mp4', png_dir=out, pngs=4)

@@ -8,8 +8,9 @@ Prompts come from every ``seem_ros/msg/Prompt`` topic of the bag and/or a YAML s
 image with its header stamp). Outputs, with the input image's header, logged at the input image's
 log time: ``/seem/objects`` (TrackedObjectArray), ``/seem/label_image`` (mono16, pixel = id),
 optionally ``/seem/overlay`` (rgb8). With ``--depth-topic`` (an aligned 16UC1/32FC1 depth image and
-its CameraInfo) every shown object gets its 3D fields as in the node (``depth.*`` settings). Also an overlay video (mp4v), overlay PNGs, a progress bar and
-a summary table (frames, objects and ids, p50/p95 latency per pipeline stage).
+its CameraInfo) every shown object gets its 3D fields as in the node (``depth.*`` settings). Also
+an overlay video (mp4v), overlay PNGs, a progress bar and a summary table (frames, objects and
+ids, p50/p95 latency per pipeline stage).
 
 A damaged bag (corrupt, truncated) or an image that cannot be converted stops the replay with an
 error; every frame before it is processed and written, and the output bag is valid.
@@ -302,10 +303,10 @@ class DepthInput:
 
     topic: str
     info_topic: str
-    slop_ms: float = 50.0
-    max_depth: float = 10.0
-    erode_px: int = 2
-    min_points: int = 20
+    slop_ms: float
+    max_depth: float
+    erode_px: int
+    min_points: int
 
 
 class Replay:
@@ -447,8 +448,11 @@ class Replay:
         """The 3D of ``result``'s objects from the depth image nearest its stamp (as the node), or
         None (with a warning) when that depth or its CameraInfo is missing or does not fit."""
         depth = self._depth.nearest(result.frame.stamp_ns, int(self.depth.slop_ms * 1e6))
-        problems = ([f'no depth image within {self.depth.slop_ms:g} ms of the image'] if depth is None else []) + \
-            (['no depth CameraInfo yet'] if self._depth_info is None else [])
+        problems = []
+        if depth is None:
+            problems.append(f'no depth image within {self.depth.slop_ms:g} ms of the image')
+        if self._depth_info is None:
+            problems.append('no depth CameraInfo yet')
         if problems:
             self._warn(f'3D fields unset: {" and ".join(problems)}')
             return None
@@ -460,10 +464,10 @@ class Replay:
             self._warn(f'3D fields unset: {exc}')
             return None
 
-    def _warn(self, text: str) -> None:
-        """Count ``text`` in the summary; log it the first time."""
+    def _warn(self, text: str, where: str = '') -> None:
+        """Count ``text`` in the summary; log it (after ``where``) the first time."""
         if not self.stats.warnings[text]:
-            self.log(f'warning: {text}')
+            self.log(f'warning: {where}{text}')
         self.stats.warnings[text] += 1
 
     def _bag_prompt(self, msg: BagMessage) -> None:
@@ -504,9 +508,7 @@ class Replay:
             raise ReplayError(f'frame {index} (stamp {frame.stamp_ns * 1e-9:.3f} s): inference failed: '
                               f'{type(exc).__name__}: {exc}') from exc
         for w in result.warnings:
-            if not self.stats.warnings[w]:
-                self.log(f'warning: frame {index}: {w}')
-            self.stats.warnings[w] += 1
+            self._warn(w, where=f'frame {index}: ')
         geometries = self._geometry(result) if self.depth is not None else None
         conv = self._conv
         header = Header(stamp=conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)

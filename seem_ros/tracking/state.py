@@ -19,6 +19,7 @@ from .association import Box, mask_shift
 MAX_ID = 65535
 """Track ids are label-image pixels (uint16); 0 is background."""
 
+
 class TrackState(enum.IntEnum):
     """Life of a track; the values of NEW, TRACKED and LOST are those of ``TrackedObject.state``.
 
