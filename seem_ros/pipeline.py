@@ -25,7 +25,7 @@ import numpy as np
 
 from .geometry.depth3d import CameraIntrinsics, nearest_by_stamp
 from .overlay import draw_overlay, label_image
-from .prompts import ObjectPrompt
+from .prompts import ObjectPrompt, PromptError
 from .tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConfig, PromptedTracker, TrackOutput,
                        TrackState, mask_iou, merge_prompts)
 
@@ -38,10 +38,6 @@ EVERYTHING_OVERLAP_IOU = 0.5
 _BEFORE_FIRST_FRAME_NS = 2**62
 """Creation stamp given to the tracker for an object prompted before any frame: it cannot time
 out before it is first found (the first frame's stamp is not known yet)."""
-
-
-class PromptError(ValueError):
-    """A prompt that cannot be used (empty, wrong mask size, unknown id, table full)."""
 
 
 class Mode(str, enum.Enum):

@@ -27,7 +27,7 @@ from .model.preprocess import normalize_and_pad, resize_short_side
 from .model.query_decoder import grounding_match
 from .model.seem import ImageFeatures, SeemModel
 from .model.spatial import SpatialPrompts
-from .prompts import ObjectPrompt, ReferencePatch
+from .prompts import ObjectPrompt, PromptError, ReferencePatch
 from .rasterize import rasterize
 from .runtime.backend import Backend, select_backend
 from .runtime.torch_backend import TorchBackend
@@ -190,9 +190,10 @@ class SeemPredictor:
             return self._references[key]
         mask = np.asarray(reference.mask, bool)
         if mask.shape != np.asarray(reference.image).shape[:2]:
-            raise ValueError(f'reference mask {mask.shape} does not match its image {np.asarray(reference.image).shape[:2]}')
+            raise PromptError(f'reference mask {mask.shape} does not match its image '
+                              f'{np.asarray(reference.image).shape[:2]}')
         if not mask.any():
-            raise ValueError('reference mask is empty')
+            raise PromptError('reference mask is empty')
         img = self._encode(reference.image)
         pos, neg = self._prompt_masks(img, [ObjectPrompt(mask=mask)])
         with torch.inference_mode():
@@ -326,18 +327,25 @@ class SeemPredictor:
             embeddings[i] = out['pred_gtexts'][0, q].float()
 
     def _final_masks(self, img: _Image, low: torch.Tensor, text_ids):
-        """Binary masks at the original size: bilinear (visual) or bicubic-antialias (text) resize."""
+        """Binary masks at the original size, as the official evaluation makes them.
+
+        Logits go bilinearly to the padded input, are cropped to the resized image, then resized
+        to the original size: text (``evaluate_grounding``) bicubic with antialias, then ``> 0``;
+        visual prompts (``evaluate_interactive``) bilinear, then ``sigmoid > 0.5``.
+        """
         feats = img.features
         masks = torch.zeros(len(low), *img.original_size, dtype=torch.bool, device=self.device)
         prob = torch.zeros(len(low), device=self.device)
-        for mode, rows in (('bicubic', list(text_ids)), ('bilinear', [i for i in range(len(low)) if i not in text_ids])):
+        visual_ids = [i for i in range(len(low)) if i not in text_ids]
+        for mode, rows in (('bicubic', list(text_ids)), ('bilinear', visual_ids)):
             if not rows:
                 continue
             logits = resize_mask_logits(low[rows].float(), feats.padded_size, img.input_size, img.original_size,
                                         final_mode=mode)
-            binary = logits > 0
+            probability = logits.sigmoid()
+            binary = logits > 0 if mode == 'bicubic' else probability > 0.5
             masks[rows] = binary
-            prob[rows] = (logits.sigmoid() * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
+            prob[rows] = (probability * binary).flatten(1).sum(1) / binary.flatten(1).sum(1).clamp(min=1)
         return masks.cpu().numpy(), prob.cpu().numpy().astype(np.float32)
 
     # ------------------------------------------------------------------ vocabulary tasks

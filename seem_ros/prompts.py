@@ -12,6 +12,11 @@ from typing import Optional, Sequence
 import numpy as np
 
 
+class PromptError(ValueError):
+    """A prompt that cannot be used (outside its image, wrong mask size, empty, unknown id,
+    table full); the message names the problem."""
+
+
 @dataclass(frozen=True)
 class ReferencePatch:
     """An object marked in another image: ``image`` (h, w, 3) uint8 RGB and ``mask`` (h, w) bool."""

@@ -9,6 +9,12 @@ Objects (one output mask each, in this order):
 3. ``--referring-image`` + ``--referring-mask`` is one object (the object marked in another image);
 4. each ``--text`` is one object (text grounding).
 
+Coordinates and sizes: clicks, boxes, scribbles and mask files are in pixels of ``--image`` (x to the
+right, y down, origin at the top-left corner; a referring mask in pixels of ``--referring-image``).
+The image is resized to ``--short-side`` with Pillow's bicubic resize (the official demo's), each
+prompt is drawn at the image's own size and resized bilinearly to the model input (``> 0``), and
+every output comes back at the size of ``--image``.
+
 Writes to ``--out``: ``mask_XX.png`` per object, ``overlay.png`` and ``result.npz`` with
 ``final_masks`` (P, H, W) bool, ``scores`` (P,), ``selected_index`` (P,) (v1: index into the
 3·P spatial queries; v0: into the 101 queries; text: the matched grounding query), ``prev_mask``
@@ -103,8 +109,9 @@ def build_parser(parser=None):
     p.add_argument('--task', choices=('semantic', 'panoptic', 'instance'), help='vocabulary task to run')
     p.add_argument('--deterministic', action='store_true',
                    help='deterministic prompt sampling and query choice (reproducible runs)')
-    p.add_argument('--short-side', type=int, default=0,
-                   help='resize the image so its short side has this length (0 = as given, default)')
+    p.add_argument('--short-side', type=int, default=512,
+                   help='model input short side: the image (and the referring image) is resized so its short '
+                        'side has this length, as the official demo (default 512; 0 = no resize)')
     p.add_argument('--device', default='cpu', help='torch device (cpu, cuda, cuda:1, ...)')
     p.add_argument('--out', required=True, help='output directory')
     return p
@@ -192,6 +199,8 @@ def run(args, argv):
 
     from ..overlay import draw_overlay
     from ..predictor import SeemPredictor
+    if args.short_side < 0:
+        raise ArgumentProblem(f'--short-side {args.short_side}: expected 0 (no resize) or a positive size')
     image = _read_image(args.image, '--image')
     prompts = collect_prompts(args, argv, image.shape[:2])
     vocabulary = [v.strip() for v in (args.vocabulary or '').split(',') if v.strip()]

@@ -1,14 +1,17 @@
-"""Image preprocessing of SEEM: optional short-side resize, normalization and padding.
+"""Image preprocessing of SEEM: short-side resize, normalization and padding.
 
-Images are RGB, (H, W, 3) uint8 (NumPy array or torch tensor). Normalization uses the official
-``PIXEL_MEAN``/``PIXEL_STD`` on the 0-255 scale; padding is bottom/right with 0 *after*
-normalization, to a multiple of ``size_divisibility`` (detectron2 ``ImageList.from_tensors``).
+Images are RGB, (H, W, 3) uint8 (NumPy array or torch tensor). The resize is the official demo's
+(``torchvision.transforms.Resize(512, BICUBIC)`` on a PIL image, i.e. Pillow's fixed-point
+two-pass bicubic), done by Pillow itself. Normalization uses the official ``PIXEL_MEAN``/
+``PIXEL_STD`` on the 0-255 scale; padding is bottom/right with 0 *after* normalization, to a
+multiple of ``size_divisibility`` (detectron2 ``ImageList.from_tensors``).
 """
 from typing import Optional, Tuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 PIXEL_MEAN = (123.675, 116.28, 103.53)
 PIXEL_STD = (58.395, 57.12, 57.375)
@@ -21,27 +24,35 @@ def _as_hwc_uint8(image) -> torch.Tensor:
     return tensor
 
 
-def resize_short_side(image, short_side: int = 512):
-    """Resize so that the shorter side equals ``short_side`` (0: return ``image`` unchanged).
+def resized_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
+    """(h, w) of an (height, width) image after the short-side resize (0: unchanged).
 
-    The longer side becomes ``int(short_side * long / short)`` (floor), as torchvision's
-    ``Resize(short_side)`` used by the official demo. Interpolation is bicubic with antialiasing
-    (``F.interpolate(mode='bicubic', antialias=True)``), torch's counterpart of PIL's BICUBIC
-    resize; values may differ from PIL by one grey level after rounding. Returns the same type
-    as the input ((H', W', 3) uint8 NumPy array or tensor).
+    The short side becomes ``short_side`` and the long side ``int(short_side * long / short)``
+    (floored), as torchvision's ``Resize(short_side)``: 640x480 -> 682x512, 1280x720 -> 910x512.
+    """
+    if not short_side or min(height, width) == short_side:
+        return height, width
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
+
+
+def resize_short_side(image, short_side: int = 512):
+    """Resize an (H, W, 3) uint8 RGB image so its short side is ``short_side`` (0: unchanged).
+
+    Every image that enters the model goes through here (camera frames, referring patches, CLI
+    and training images). It is ``PIL.Image.resize((w, h), Image.BICUBIC)`` with (h, w) from
+    :func:`resized_size`, bit-exact to the official demo. An image already at the size is
+    returned as is. Returns the same type as the input (NumPy array or CPU/GPU tensor).
     """
     tensor = _as_hwc_uint8(image)
     height, width = tensor.shape[:2]
-    if short_side == 0 or min(height, width) == short_side:
+    size = resized_size(height, width, short_side)
+    if size == (height, width):
         return image
-    if height <= width:
-        size = (short_side, int(short_side * width / height))
-    else:
-        size = (int(short_side * height / width), short_side)
-    chw = tensor.permute(2, 0, 1)[None].float()
-    resized = F.interpolate(chw, size=size, mode='bicubic', align_corners=False, antialias=True)
-    out = resized.round().clamp(0, 255).to(torch.uint8)[0].permute(1, 2, 0).contiguous()
-    return out if isinstance(image, torch.Tensor) else out.numpy()
+    pil = Image.fromarray(tensor.cpu().numpy())
+    out = np.array(pil.resize((size[1], size[0]), Image.Resampling.BICUBIC))
+    return torch.from_numpy(out).to(tensor.device) if isinstance(image, torch.Tensor) else out
 
 
 def normalize_and_pad(image, size_divisibility: int = 32, *, device: Optional[torch.device] = None

@@ -77,6 +77,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from ..model.decoder_layers import MultiheadAttention as DecoderAttention
+from ..model.preprocess import resized_size
 from ..model.seem import SeemModel
 from ..model.spatial import PromptPoints, SpatialPrompts
 from ..model.text_encoder import LayerNorm as TextLayerNorm
@@ -324,12 +325,9 @@ class ExportConfig:
 
 def padded_size(height: int, width: int, *, short_side: int = 512, divisor: int = 32) -> Tuple[int, int]:
     """Padded model input (Hp, Wp) of a camera image (height, width): the predictor's short-side
-    resize (``resize_short_side``; 0 = none), then padding to multiples of ``divisor``."""
-    if short_side and min(height, width) != short_side:
-        if height <= width:
-            height, width = short_side, int(short_side * width / height)
-        else:
-            height, width = int(short_side * height / width), short_side
+    resize (:func:`~seem_ros.model.preprocess.resized_size`; 0 = none), then padding to
+    multiples of ``divisor``."""
+    height, width = resized_size(height, width, short_side)
     return -(-height // divisor) * divisor, -(-width // divisor) * divisor
 
 

@@ -108,14 +108,13 @@ class PromptedConfig(AssociationConfig):
         merge_iou: results of different prompts overlapping this much are one candidate object.
         max_overlap: a re-identified mask may share at most this fraction of its pixels with
             the mask of a visible track (re-identification never takes a visible object's pixels).
-        reference_confidence: a frame becomes the track's new reference (referring patch) only
-            with this confidence, the re-identification similarity and the mask clear of the
-            image border.
+        reference_confidence: a frame becomes the track's new reference (referring patch: the
+            frame with the object's mask) only with this confidence, the re-identification
+            similarity and the mask clear of the image border.
         referred_similarity: a lost track is also re-identified with this lower similarity when
             its own global prompt (reference or text) found the candidate with at least
             ``reference_confidence`` (e.g. an object still half hidden when it comes back).
         reference_interval_s: at most one new reference per track per this interval.
-        reference_margin: the reference crop is the mask's box grown by this fraction per side.
         propagation: how the predicted mask prompts the next frame: 'mask' (the mask itself),
             'box' (its box) or 'box+point' (its box and its innermost pixel as a click).
         global_when_tracked: also prompt visible tracks with their reference (found even after
@@ -133,7 +132,6 @@ class PromptedConfig(AssociationConfig):
     reference_confidence: float = 0.7
     referred_similarity: float = 0.65
     reference_interval_s: float = 2.0
-    reference_margin: float = 0.25
     propagation: str = 'mask'
     global_when_tracked: bool = False
     use_prev_mask: bool = True
@@ -542,7 +540,7 @@ class PromptedTracker:
         track.observe(cand.mask, cand.bbox, cand.centroid, cand.score, stamp_ns, self.config.velocity_smoothing)
         track.state = TrackState.NEW if track.hits == 1 else TrackState.TRACKED
         track.logits, track.logits_size = cand.logits, image.shape[:2]
-        track.reference = _crop_reference(image, cand.mask, cand.bbox, self.config.reference_margin)
+        track.reference = _frame_reference(image, cand.mask)
         track.reference_ns = stamp_ns
 
     def _associate(self, image, stamp_ns: int, requests: List[_Request], candidates: List[_Candidate],
@@ -616,7 +614,7 @@ class PromptedTracker:
         if (cand.score >= cfg.reference_confidence and similarity >= cfg.reid_similarity
                 and x0 > 0 and y0 > 0 and x1 < w and y1 < h
                 and (track.reference is None or (stamp_ns - track.reference_ns) * 1e-9 >= cfg.reference_interval_s)):
-            track.reference = _crop_reference(image, cand.mask, cand.bbox, cfg.reference_margin)
+            track.reference = _frame_reference(image, cand.mask)
             track.reference_ns = stamp_ns
 
 
@@ -634,13 +632,14 @@ def _visual_prompt(mask: np.ndarray, kind: str, text: str, negative: Optional[np
     return ObjectPrompt(text=text, boxes=box, points=point, point_labels=np.ones(1, bool), negative_mask=negative)
 
 
-def _crop_reference(image: np.ndarray, mask: np.ndarray, bbox: Box, margin: float) -> ReferencePatch:
-    """The object as a referring patch: ``bbox`` grown by ``margin`` of its size per side, cropped."""
-    h, w = mask.shape
-    x0, y0, x1, y1 = (int(v) for v in bbox)
-    mx, my = int((x1 - x0) * margin), int((y1 - y0) * margin)
-    x0, y0, x1, y1 = max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, w), min(y1 + my, h)
-    return ReferencePatch(image=image[y0:y1, x0:x1].copy(), mask=mask[y0:y1, x0:x1].copy())
+def _frame_reference(image: np.ndarray, mask: np.ndarray) -> ReferencePatch:
+    """The object as a referring patch: the whole frame with the object's mask.
+
+    The reference is encoded at the frame's own size, which every backend already runs (an
+    exported graph has no other size), its mask is resized exactly as any prompt drawn on that
+    frame, and the object keeps the scale and context it has in the frames it is searched in.
+    """
+    return ReferencePatch(image=image.copy(), mask=mask.copy())
 
 
 class EverythingTracker:

@@ -12,7 +12,7 @@ import reference  # noqa: E402
 from seem_ros.model import synthetic  # noqa: E402
 from seem_ros.model.backbone import FocalNet  # noqa: E402
 from seem_ros.model.pixel_decoder import TransformerEncoderPixelDecoder  # noqa: E402
-from seem_ros.model.preprocess import normalize_and_pad, resize_short_side  # noqa: E402
+from seem_ros.model.preprocess import normalize_and_pad  # noqa: E402
 
 BACKBONE = 'backbone.'
 PIXEL_DECODER = 'sem_seg_head.pixel_decoder.'
@@ -130,12 +130,3 @@ def test_normalize_and_pad_layout():
         normalize_and_pad(image.astype(np.float32))
 
 
-def test_resize_short_side():
-    image = np.full((250, 310, 3), 77, np.uint8)
-    resized = resize_short_side(image, 512)
-    assert resized.shape == (512, 634, 3) and resized.dtype == np.uint8
-    assert (resized == 77).all()
-    assert resize_short_side(image, 0) is image
-    assert resize_short_side(image, 250) is image
-    tall = resize_short_side(torch.from_numpy(image).transpose(0, 1), 100)
-    assert isinstance(tall, torch.Tensor) and tuple(tall.shape) == (124, 100, 3)

@@ -45,7 +45,7 @@ def test_clicks_box_scribble_then_second_round(ckpt, tmp_path):
     assert out.returncode == 0, out.stderr
     result = np.load(first / 'result.npz')
     assert result['final_masks'].shape == (1, H, W) and result['final_masks'].dtype == bool
-    assert result['prev_mask'].shape == (1, 1, 64, 80)
+    assert result['prev_mask'].shape == (1, 1, 128, 160)    # 250x310 -> 512x634 (default short side 512)
     assert (first / 'overlay.png').exists() and (first / 'mask_00.png').exists()
     second = tmp_path / 'r2'
     out = segment('--image', IMAGE, '--checkpoint', ckpt, '--click', '100,120', '--click', '30,40,neg',
@@ -61,7 +61,7 @@ def test_mask_prompts_referring_and_text_in_one_run(ckpt, tmp_path):
     pos_b = write_mask(tmp_path / 'b.png', 200, 40, 260, 90)
     out = segment('--image', IMAGE, '--checkpoint', ckpt, '--mask-prompt', pos_a, '--negative-mask', neg_a,
                   '--mask-prompt', pos_b, '--referring-image', IMAGE, '--referring-mask', pos_b,
-                  '--text', 'the person on the left', '--deterministic', '--out', tmp_path / 'out')
+                  '--text', 'the person on the left', '--deterministic', '--short-side', '0', '--out', tmp_path / 'out')
     assert out.returncode == 0, out.stderr
     result = np.load(tmp_path / 'out' / 'result.npz')
     assert result['final_masks'].shape == (4, H, W)
@@ -71,7 +71,7 @@ def test_mask_prompts_referring_and_text_in_one_run(ckpt, tmp_path):
 
 def test_semantic_task_matches_official(ckpt, tmp_path):
     out = segment('--image', IMAGE, '--checkpoint', ckpt, '--vocabulary', 'person,dog,cup,sky', '--task', 'semantic',
-                  '--out', tmp_path)
+                  '--short-side', '0', '--out', tmp_path)
     assert out.returncode == 0, out.stderr
     reference.assert_close('a.post.sem_seg', np.load(tmp_path / 'result.npz')['sem_seg'])
 
@@ -85,6 +85,7 @@ def test_semantic_task_matches_official(ckpt, tmp_path):
     (['--negative-mask', 'n.png'], '--negative-mask'),
     (['--referring-image', 'r.png'], '--referring'),
     (['--task', 'semantic'], '--task'),
+    (['--click', '5,5', '--short-side', '-1'], '--short-side'),
 ])
 def test_bad_arguments_exit_2_naming_the_argument(ckpt, tmp_path, args, names):
     out = segment('--image', IMAGE, '--checkpoint', ckpt, *args, '--out', tmp_path)
