@@ -275,3 +275,20 @@ def test_onnxruntime_graphs_take_camera_frames_and_camera_pixels_as_torch(tiny_b
     for a, b in zip(got.masks, want.masks):
         assert (a & b).sum() / max((a | b).sum(), 1) >= 0.99
     np.testing.assert_allclose(got.prev_mask, want.prev_mask, rtol=0, atol=1e-3 * np.abs(want.prev_mask).max())
+
+
+def test_pipeline_of_node_and_replay_gives_the_predictor_masks_on_camera_frames(tiny_backends):
+    """The node and bag replay run :class:`Pipeline`: an object prompted in camera pixels on a
+    640x480 frame comes out with the predictor's camera-resolution mask."""
+    from seem_ros.pipeline import Frame, Pipeline, PipelineConfig
+    frame = camera_frame()
+    prompt = ObjectPrompt(points=np.array([[321.5, 240.25]], np.float32), point_labels=np.array([True]))
+    predictor = SeemPredictor(tiny_backends[0], short_side=120)
+    pipeline = Pipeline(predictor, PipelineConfig())
+    object_id, _ = pipeline.add_object(prompt)
+    result = pipeline.process(Frame(frame, 1, 'camera'))
+    (obj,) = result.objects
+    predictor.set_image(frame)
+    want = predictor.predict([prompt]).masks[0]
+    assert obj.id == object_id and obj.mask.shape == (480, 640)
+    assert np.array_equal(obj.mask, want) and want.any()
