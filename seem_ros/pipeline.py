@@ -24,8 +24,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from .geometry.depth3d import CameraIntrinsics, nearest_by_stamp
+from .model.preprocess import resized_size
 from .overlay import draw_overlay, label_image
 from .prompts import ObjectPrompt, PromptError
+from .rasterize import rasterize
 from .tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConfig, PromptedTracker, TrackOutput,
                        TrackState, mask_iou, merge_prompts)
 
@@ -175,16 +177,20 @@ class StampedBuffer:
         return len(self._items)
 
 
-def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = False) -> Tuple[ObjectPrompt, List[str]]:
+def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = False,
+               short_side: int = 0) -> Tuple[ObjectPrompt, List[str]]:
     """Check ``prompt`` against an (H, W) image before it is applied.
 
-    Clicks outside the image are dropped, boxes, scribbles and polygons are clipped to it (each
-    with a warning). Returns the fitted prompt and the warnings.
+    Clicks outside the image are dropped, boxes, scribbles and polygons are clipped to it, and a
+    scribble or polygon wholly outside it is dropped (each with a warning). With ``short_side``
+    (the model input's, 0 = none), the fitted prompt is also drawn and resized as the model will
+    see it, so that an accepted prompt is usable. Returns the fitted prompt and the warnings.
 
     Raises:
         PromptError: a mask of another size than the image (or a referring mask of another
-            size than its image), or nothing positive left of the prompt (with ``refine``, a
-            correction of a known object: nothing left at all; negative clicks alone are fine).
+            size than its image), nothing positive left of the prompt (with ``refine``, a
+            correction of a known object: nothing left at all; negative clicks alone are fine),
+            or a prompt that the resize to the model input erases.
     """
     h, w = size
     warnings = []
@@ -208,6 +214,9 @@ def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = Fa
         out = []
         for line in lines:
             line = np.asarray(line, np.float32).reshape(-1, 2)
+            if not ((line[:, 0] >= 0) & (line[:, 0] < w) & (line[:, 1] >= 0) & (line[:, 1] < h)).any():
+                warnings.append(f'{kind} lies wholly outside the {w}x{h} image: dropped')
+                continue
             fitted = np.clip(line, 0, [w - 1e-3, h - 1e-3]).astype(np.float32)
             if not np.array_equal(fitted, line):
                 warnings.append(f'{kind} leaves the {w}x{h} image: clipped')
@@ -228,6 +237,11 @@ def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = Fa
     if not (positive or (refine and not fitted.is_empty)):
         raise PromptError(f'nothing {"" if refine else "positive "}is left of the prompt'
                           + (f' ({"; ".join(warnings)})' if warnings else ''))
+    if short_side:
+        if fitted.has_visual:
+            rasterize(fitted, size, resized_size(h, w, short_side))
+        if ref is not None:
+            rasterize(ObjectPrompt(mask=ref.mask), np.shape(ref.mask), resized_size(*np.shape(ref.mask), short_side))
     return fitted, warnings
 
 
@@ -256,7 +270,8 @@ class Pipeline:
     """Frames in, tracked instance masks out; thread-safe for prompts arriving during ``process``.
 
     Args:
-        predictor: a ``SeemPredictor`` (or anything with the same three methods).
+        predictor: a ``SeemPredictor`` (or anything with the same three methods and its
+            ``short_side``, by which prompts are checked before they are accepted).
         config: :class:`PipelineConfig`.
         ids: id pool of both trackers; pass the previous pipeline's to never reuse an id
             within a process.
@@ -326,7 +341,8 @@ class Pipeline:
                 raise PromptError(f'the object table is full (max_objects={self._config.max_objects})')
             frame = self._pick_frame(stamp_ns, warnings)
             if frame is not None:
-                prompt, fit_warnings = fit_prompt(prompt, frame.size, refine=bool(object_id) and refine)
+                prompt, fit_warnings = fit_prompt(prompt, frame.size, refine=bool(object_id) and refine,
+                                                  short_side=self.predictor.short_side)
                 warnings += fit_warnings
             try:
                 if object_id:
@@ -455,7 +471,7 @@ class Pipeline:
             del self._bindings[object_id]
             if binding.frame is None:
                 try:
-                    fitted, fit_warnings = fit_prompt(binding.prompt, frame.size)
+                    fitted, fit_warnings = fit_prompt(binding.prompt, frame.size, short_side=self.predictor.short_side)
                 except PromptError as exc:
                     warnings.append(f'object {object_id} removed: {exc}')
                     with suppress(KeyError):

@@ -34,6 +34,13 @@ MIN_BAND_M = 0.02
 """... but points within this many metres of the median depth are always kept."""
 
 
+FOCAL_RANGE = (0.05, 1000.0)
+"""Physical focal lengths, as fractions of the image width (fx) or height (fy): a field of view
+between about 168 degrees and 0.06 degrees. Others are rejected as not a real camera."""
+MIN_DEPTH = 0.01
+"""Metres; nearer depth is invalid (no depth camera measures it: it is a zero or an encoding error)."""
+
+
 @dataclass(frozen=True)
 class CameraIntrinsics:
     """Pinhole intrinsics of an image of ``width`` x ``height`` pixels (see module conventions)."""
@@ -52,6 +59,13 @@ class CameraIntrinsics:
             raise ValueError(f'principal point must be finite, got cx={self.cx}, cy={self.cy}')
         if self.width < 1 or self.height < 1:
             raise ValueError(f'image size must be positive, got {self.width}x{self.height}')
+        low, high = FOCAL_RANGE
+        if not (low * self.width <= self.fx <= high * self.width and low * self.height <= self.fy <= high * self.height):
+            raise ValueError(f'focal lengths fx={self.fx:g}, fy={self.fy:g} are not physical for a {self.width}x'
+                             f'{self.height} image (expected {low:g} to {high:g} times its width/height)')
+        if not (-self.width <= self.cx <= 2 * self.width and -self.height <= self.cy <= 2 * self.height):
+            raise ValueError(f'principal point ({self.cx:g}, {self.cy:g}) lies far outside the {self.width}x'
+                             f'{self.height} image (does the CameraInfo size match its K?)')
 
     @classmethod
     def from_matrix(cls, matrix, width: int, height: int) -> 'CameraIntrinsics':
@@ -107,7 +121,8 @@ def depth_to_metres(depth: np.ndarray, encoding: str, *, max_depth: float = math
         depth: (H, W) uint16 millimetres for '16UC1' / 'mono16', float32 metres for '32FC1'.
         encoding: the image's encoding (see :data:`DEPTH_ENCODINGS`).
         max_depth: metres; farther depth is invalid.
-    Invalid: 0, NaN, +-inf, negative, or beyond ``max_depth``. Returns a new array.
+    Invalid: NaN, +-inf, nearer than :data:`MIN_DEPTH` (0 and negative included), or beyond
+    ``max_depth``. Returns a new array.
     Raises:
         ValueError: an unknown encoding, or pixels whose dtype does not match it.
     """
@@ -119,7 +134,7 @@ def depth_to_metres(depth: np.ndarray, encoding: str, *, max_depth: float = math
         raise ValueError(f"'{encoding}' depth must be a 2D {np.dtype(dtype)} array, got {depth.dtype} {depth.shape}")
     metres = depth.astype(np.float32) * np.float32(scale)
     with np.errstate(invalid='ignore'):
-        metres[~(np.isfinite(metres) & (metres > 0) & (metres <= max_depth))] = np.nan
+        metres[~(np.isfinite(metres) & (metres >= MIN_DEPTH) & (metres <= max_depth))] = np.nan
     return metres
 
 

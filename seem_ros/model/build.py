@@ -12,7 +12,7 @@ from typing import Dict, Optional
 import torch
 
 from .backbone.focal import FOCAL_L, FOCAL_T, FocalNet, FocalNetConfig
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_state_dict, save_checkpoint
 from .pixel_decoder import TransformerEncoderPixelDecoder
 from .query_decoder import SeemDecoder
 from .seem import SeemModel
@@ -94,8 +94,28 @@ def build_seem(variant: str = 'focalt', *, version: str = 'v1', checkpoint=None,
         raise ValueError(f'unknown decoder version {version!r}; expected v1 or v0')
     model = build_model(variant_config(variant), version=version)
     if checkpoint is not None:
-        load_checkpoint(model, checkpoint)
+        try:
+            load_checkpoint(model, checkpoint)
+        except CheckpointError:
+            guess = matching_variant(read_state_dict(checkpoint))
+            if guess is None or guess == variant:
+                raise
+            raise CheckpointError(f'{checkpoint} is not a {variant!r} checkpoint: it looks like `{guess}` '
+                                  f'(use variant {guess})') from None
     return model.to(device).eval()
+
+
+def matching_variant(state_dict) -> Optional[str]:
+    """The registered variant whose keys and shapes are exactly those of ``state_dict``, or None."""
+    for name, config in VARIANTS.items():
+        with torch.device('meta'):
+            expected = {key: value.shape for key, value in build_model(config).state_dict().items()}
+        try:
+            check_state_dict(expected, state_dict)
+        except CheckpointError:
+            continue
+        return name
+    return None
 
 
 def synthetic_state_dict(variant: str, *, version: str = 'v1') -> Dict[str, torch.Tensor]:
@@ -110,5 +130,5 @@ def write_synthetic_checkpoint(variant: str, path) -> None:
     save_checkpoint(synthetic_state_dict(variant), path)
 
 
-__all__ = ['SeemConfig', 'TextConfig', 'VARIANTS', 'build_model', 'build_seem', 'variant_config',
-           'synthetic_state_dict', 'write_synthetic_checkpoint']
+__all__ = ['SeemConfig', 'TextConfig', 'VARIANTS', 'build_model', 'build_seem', 'matching_variant',
+           'variant_config', 'synthetic_state_dict', 'write_synthetic_checkpoint']

@@ -42,7 +42,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..prompts import ObjectPrompt, ReferencePatch
+from ..prompts import ObjectPrompt, ReferencePatch, box_mask, check_prompt
 
 INPUT_KEYS = ('text', 'click', 'negative_click', 'box', 'scribble', 'polygon', 'mask', 'negative_mask', 'reference')
 KEYS = ('frame', 'time', 'name') + INPUT_KEYS
@@ -131,11 +131,7 @@ def _reference(value, base: Path) -> ReferencePatch:
         if mask.shape != (h, w):
             raise ValueError(f'reference mask is {mask.shape[1]}x{mask.shape[0]} but its image is {w}x{h}')
     else:
-        mask = np.ones((h, w), bool)
-        if 'box' in value:
-            x0, y0, x1, y1 = _boxes(value['box'])[0]
-            mask[:] = False
-            mask[max(int(round(y0)), 0):int(round(y1)), max(int(round(x0)), 0):int(round(x1))] = True
+        mask = box_mask(_boxes(value['box'])[0], (h, w), 'reference box') if 'box' in value else np.ones((h, w), bool)
     if not mask.any():
         raise ValueError('the reference mask is empty')
     return ReferencePatch(image, mask)
@@ -176,6 +172,7 @@ def _event(i: int, entry, base: Path) -> PromptEvent:
     if not (prompt.text or len(positive) or len(prompt.boxes) or prompt.scribbles or prompt.polygons
             or prompt.mask is not None or prompt.reference is not None):
         raise ValueError('has no positive input (negative clicks or masks alone designate nothing)')
+    check_prompt(prompt)             # the node's checks of every field (PromptError is a ValueError)
     return PromptEvent(i, prompt, frame, None if time_s is None else float(time_s), tuple(warnings))
 
 

@@ -3,10 +3,12 @@ tracked-object arrays. Every rejected input raises a ``ValueError`` subclass nam
 from __future__ import annotations
 
 import array
+import io
 from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+from PIL import Image as PILImage
 from builtin_interfaces.msg import Time
 from geometry_msgs.msg import Point, Point32
 from sensor_msgs.msg import CompressedImage, Image
@@ -17,7 +19,9 @@ from ..geometry.ros_outputs import position_fields
 from ..mask_codec import CompactMask
 from ..msg import BoundingBox2D, Polyline, Prompt, TrackedObject, TrackedObjectArray
 from ..pipeline import FrameResult, PromptError
-from ..prompts import ObjectPrompt, ReferencePatch
+from ..prompts import (InputLimits, ObjectPrompt, ReferencePatch, box_mask, check_boxes, check_coordinates,
+                       check_prompt)
+from .guard import clip_text
 
 # encoding -> (numpy dtype, channels)
 ENCODINGS = {
@@ -41,18 +45,21 @@ def ns_to_stamp(ns: int) -> Time:
     return Time(sec=int(ns // 1_000_000_000), nanosec=int(ns % 1_000_000_000))
 
 
-def image_to_numpy(msg: Image) -> np.ndarray:
+def image_to_numpy(msg: Image, limits: InputLimits = InputLimits()) -> np.ndarray:
     """Pixels of a ``sensor_msgs/Image`` as (H, W) or (H, W, C) in native byte order.
 
     Honours ``step`` (padded rows) and ``is_bigendian``. Raises :class:`ImageError` for an
-    unsupported encoding, a zero size, a ``step`` shorter than a row, or truncated data.
+    unsupported encoding, a zero size, a size over ``limits``, a ``step`` shorter than a row, or
+    truncated data.
     """
     if msg.encoding not in ENCODINGS:
-        raise ImageError(f"unsupported image encoding '{msg.encoding}' (supported: {', '.join(ENCODINGS)})")
+        raise ImageError(f"unsupported image encoding '{clip_text(msg.encoding, 40)}' "
+                         f"(supported: {', '.join(ENCODINGS)})")
     dtype, channels = ENCODINGS[msg.encoding]
     h, w, step = int(msg.height), int(msg.width), int(msg.step)
     if h == 0 or w == 0:
         raise ImageError(f'zero-size image ({w}x{h})')
+    _check_size(w, h, limits)
     row = w * channels * np.dtype(dtype).itemsize
     if step < row:
         raise ImageError(f"step {step} is shorter than a row of {w} '{msg.encoding}' pixels ({row} bytes)")
@@ -66,11 +73,19 @@ def image_to_numpy(msg: Image) -> np.ndarray:
     return pixels.reshape((h, w, channels) if channels > 1 else (h, w))
 
 
-def image_to_rgb(msg: Image) -> np.ndarray:
-    """(H, W, 3) uint8 RGB from an rgb8, bgr8, rgba8, bgra8 or mono8 image."""
+def _check_size(width: int, height: int, limits: InputLimits) -> None:
+    try:
+        limits.check_image_size(width, height, 'image')
+    except ValueError as exc:
+        raise ImageError(str(exc)) from None
+
+
+def image_to_rgb(msg: Image, limits: InputLimits = InputLimits()) -> np.ndarray:
+    """(H, W, 3) uint8 RGB from an rgb8, bgr8, rgba8, bgra8 or mono8 image (size within ``limits``)."""
     if msg.encoding not in COLOR_ENCODINGS:
-        raise ImageError(f"unsupported colour image encoding '{msg.encoding}' (supported: {', '.join(COLOR_ENCODINGS)})")
-    pixels = image_to_numpy(msg)
+        raise ImageError(f"unsupported colour image encoding '{clip_text(msg.encoding, 40)}' "
+                         f"(supported: {', '.join(COLOR_ENCODINGS)})")
+    pixels = image_to_numpy(msg, limits)
     if msg.encoding == 'mono8':
         return np.repeat(pixels[:, :, None], 3, axis=2)
     if msg.encoding.startswith('bgr'):
@@ -78,12 +93,25 @@ def image_to_rgb(msg: Image) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, :3])
 
 
-def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
-    """(H, W, 3) uint8 RGB decoded from a JPEG/PNG ``sensor_msgs/CompressedImage``."""
+def compressed_to_rgb(msg: CompressedImage, limits: InputLimits = InputLimits()) -> np.ndarray:
+    """(H, W, 3) uint8 RGB decoded from a JPEG/PNG ``sensor_msgs/CompressedImage``.
+
+    The size in the file's header is checked against ``limits`` before anything is decoded (a
+    small file claiming a huge image is refused, not allocated).
+    """
     data = np.frombuffer(msg.data, np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        with PILImage.open(io.BytesIO(data.tobytes())) as header:
+            width, height = header.size
+    except PILImage.DecompressionBombError as exc:
+        raise ImageError(f'image: {exc}') from None
+    except Exception:  # noqa: BLE001 - any unreadable header: cannot decode, reported below
+        width = height = 0
+    if width and height:
+        _check_size(width, height, limits)
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size and width and height else None
     if image is None:
-        raise ImageError(f"cannot decode compressed image (format '{msg.format}', {data.size} bytes)")
+        raise ImageError(f"cannot decode compressed image (format '{clip_text(msg.format, 40)}', {data.size} bytes)")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
@@ -99,17 +127,23 @@ def numpy_to_image(pixels: np.ndarray, encoding: str, header: Header) -> Image:
                  step=w * channels * np.dtype(dtype).itemsize, data=data)
 
 
-def _mask_from_image(msg: Image, what: str) -> np.ndarray:
+def _mask_from_image(msg: Image, what: str, limits: InputLimits) -> np.ndarray:
     if msg.encoding not in ('mono8', '8UC1'):
-        raise PromptError(f"{what} must be mono8, got '{msg.encoding}'")
+        raise PromptError(f"{what} must be mono8, got '{clip_text(msg.encoding, 40)}'")
     try:
-        return image_to_numpy(msg) != 0
+        return image_to_numpy(msg, limits) != 0
     except ImageError as exc:
         raise PromptError(f'{what}: {exc}') from exc
 
 
 def _box_array(boxes) -> np.ndarray:
-    return np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes], np.float32).reshape(-1, 4)
+    return np.array([[b.x_min, b.y_min, b.x_max, b.y_max] for b in boxes], np.float64).reshape(-1, 4)
+
+
+def _reference_box_mask(box, size) -> np.ndarray:
+    """(h, w) bool mask of ``reference_box`` on its image (all True for the all-zero "no box")."""
+    corners = (box.x_min, box.y_min, box.x_max, box.y_max)
+    return np.ones(size, bool) if not any(corners) else box_mask(corners, size, 'reference_box')
 
 
 def count_tokens(text: str) -> int:
@@ -118,12 +152,21 @@ def count_tokens(text: str) -> int:
     return count([text])[0]
 
 
-def clean_text(text: str) -> Tuple[str, List[str]]:
-    """``text`` stripped, cut to the words that fit in 77 CLIP tokens; returns (text, warnings)."""
-    text = ' '.join(text.split())
+def clean_text(text: str, limits: InputLimits = InputLimits()) -> Tuple[str, List[str]]:
+    """``text`` with control characters and runs of white space made single spaces, stripped, cut
+    to the words that fit in 77 CLIP tokens; returns (text, warnings).
+
+    Raises :class:`PromptError` for text over ``limits.max_text_chars`` or a first word that
+    alone exceeds 77 tokens.
+    """
+    if len(text) > limits.max_text_chars:
+        raise PromptError(f'text of {len(text)} characters exceeds {limits.max_text_chars} (limits.max_text_chars)')
+    text = ' '.join(''.join(c if c.isprintable() else ' ' for c in text).split())   # no control characters
     if not text or count_tokens(text) <= MAX_TEXT_TOKENS:
         return text, []
     words = text.split(' ')
+    if count_tokens(words[0]) > MAX_TEXT_TOKENS:
+        raise PromptError(f'the word {clip_text(words[0], 40)!r} alone exceeds {MAX_TEXT_TOKENS} tokens')
     lo, hi = 0, len(words)   # the longest prefix of lo words fits
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -132,69 +175,74 @@ def clean_text(text: str) -> Tuple[str, List[str]]:
     return kept, [f'text of {count_tokens(text)} tokens exceeds {MAX_TEXT_TOKENS}: truncated to "{kept}"']
 
 
-def text_to_prompts(text: str) -> Tuple[List[ObjectPrompt], List[str]]:
-    """One text prompt per comma-separated item of ``text``; raises :class:`PromptError` when empty."""
+def text_to_prompts(text: str, limits: InputLimits = InputLimits()) -> Tuple[List[ObjectPrompt], List[str]]:
+    """One text prompt per comma-separated item of ``text``; raises :class:`PromptError` when it
+    is empty, over ``limits.max_text_chars`` or has more than ``limits.max_text_items`` items."""
+    if len(text) > limits.max_text_chars:
+        raise PromptError(f'text of {len(text)} characters exceeds {limits.max_text_chars} (limits.max_text_chars)')
+    items = text.split(',')
+    if len(items) > limits.max_text_items:
+        raise PromptError(f'{len(items)} comma-separated objects in one text, at most {limits.max_text_items} '
+                          '(limits.max_text_items)')
     prompts, warnings = [], []
-    for item in text.split(','):
-        item, item_warnings = clean_text(item)
+    for item in items:
+        item, item_warnings = clean_text(item, limits)
         warnings += item_warnings
         if item:
             prompts.append(ObjectPrompt(text=item))
     if not prompts:
-        raise PromptError(f'empty text prompt {text!r}')
+        raise PromptError(f'empty text prompt {clip_text(repr(text))}')
     return prompts, warnings
 
 
 def point_to_prompt(point: Point) -> ObjectPrompt:
     """A positive click at pixel (x, y) (``geometry_msgs/Point`` as rqt_image_view publishes it)."""
-    return ObjectPrompt(points=np.array([[point.x, point.y]], np.float32), point_labels=np.ones(1, bool))
+    return ObjectPrompt(points=check_coordinates([[point.x, point.y]], 'point', 2, 1), point_labels=np.ones(1, bool))
 
 
-def prompt_from_msg(msg: Prompt) -> Tuple[ObjectPrompt, List[str]]:
+def prompt_from_msg(msg: Prompt, limits: InputLimits = InputLimits()) -> Tuple[ObjectPrompt, List[str]]:
     """The :class:`ObjectPrompt` of a ``seem_ros/Prompt`` message and conversion warnings.
 
-    Pixel fields are checked against the target image later (``pipeline.fit_prompt``), once the
-    frame the prompt refers to is known. Raises :class:`PromptError` for malformed fields.
+    Every field is checked here (:func:`~seem_ros.prompts.check_prompt`: NaN, inf, beyond int32,
+    lengths that disagree, min > max, empty masks, sizes over ``limits``); pixel fields are
+    checked against the target image later (``pipeline.fit_prompt``), once the frame the prompt
+    refers to is known. Raises :class:`PromptError` naming the field.
     """
-    text, warnings = clean_text(msg.text)
-    points = np.array([[p.x, p.y] for p in msg.points], np.float32).reshape(-1, 2)
+    text, warnings = clean_text(msg.text, limits)
+    points = np.array([[p.x, p.y] for p in msg.points], np.float64).reshape(-1, 2)
     labels = np.array(msg.point_labels, bool) if len(msg.point_labels) else np.ones(len(points), bool)
     if len(labels) != len(points):
         raise PromptError(f'{len(points)} points but {len(labels)} point_labels')
     scribbles, polygons = [], []
     for i, line in enumerate(msg.scribbles):
-        xy = np.array([[p.x, p.y] for p in line.points], np.float32).reshape(-1, 2)
+        xy = np.array([[p.x, p.y] for p in line.points], np.float64).reshape(-1, 2)
         if len(xy) < (3 if line.closed else 1):
             raise PromptError(f'scribble {i} has {len(xy)} points; a {"polygon needs 3" if line.closed else "stroke needs 1"}')
-        (polygons if line.closed else scribbles).append(xy)
+        (polygons if line.closed else scribbles).append(check_coordinates(xy, f'scribbles[{i}].points', 2,
+                                                                          limits.max_prompt_points))
     reference = None
     if msg.reference_image.width:
         try:
-            ref_image = image_to_rgb(msg.reference_image)
+            ref_image = image_to_rgb(msg.reference_image, limits)
         except ImageError as exc:
             raise PromptError(f'reference_image: {exc}') from exc
         h, w = ref_image.shape[:2]
         if msg.reference_mask.width:
-            ref_mask = _mask_from_image(msg.reference_mask, 'reference_mask')
+            ref_mask = _mask_from_image(msg.reference_mask, 'reference_mask', limits)
             if ref_mask.shape != (h, w):
                 raise PromptError(f'reference_mask is {ref_mask.shape[1]}x{ref_mask.shape[0]} '
                                   f'but reference_image is {w}x{h}')
         else:
-            ref_mask = np.ones((h, w), bool)
-            b = msg.reference_box
-            if b.x_max > b.x_min and b.y_max > b.y_min:
-                ref_mask[:] = False
-                ref_mask[max(int(round(b.y_min)), 0):int(round(b.y_max)), max(int(round(b.x_min)), 0):int(round(b.x_max))] = True
-                if not ref_mask.any():
-                    raise PromptError(f'reference_box {(b.x_min, b.y_min, b.x_max, b.y_max)} lies outside '
-                                      f'the {w}x{h} reference_image')
+            ref_mask = _reference_box_mask(msg.reference_box, (h, w))
         reference = ReferencePatch(ref_image, ref_mask)
     prompt = ObjectPrompt(
-        text=text, points=points, point_labels=labels, boxes=_box_array(msg.boxes),
+        text=text, points=check_coordinates(points, 'points', 2, limits.max_prompt_points), point_labels=labels,
+        boxes=check_boxes(_box_array(msg.boxes), 'boxes', limits.max_prompt_points),
         scribbles=tuple(scribbles), polygons=tuple(polygons),
-        mask=_mask_from_image(msg.mask, 'mask') if msg.mask.width else None,
-        negative_mask=_mask_from_image(msg.negative_mask, 'negative_mask') if msg.negative_mask.width else None,
-        reference=reference, name=msg.object_name)
+        mask=_mask_from_image(msg.mask, 'mask', limits) if msg.mask.width else None,
+        negative_mask=_mask_from_image(msg.negative_mask, 'negative_mask', limits) if msg.negative_mask.width else None,
+        reference=reference, name=clip_text(msg.object_name, 200))
+    check_prompt(prompt, limits)
     return prompt, warnings
 
 

@@ -7,6 +7,7 @@ from typing import Any, Mapping, Tuple
 from rcl_interfaces.msg import ParameterDescriptor
 
 from ..pipeline import Mode, PipelineConfig
+from ..prompts import InputLimits
 from ..runtime.backend import ALIASES, BACKENDS as RUNTIME_BACKENDS
 from ..tracking import EverythingConfig, PromptedConfig
 
@@ -57,6 +58,12 @@ class SeemParams:
     publish__overlay: bool = False
     publish__overlay_alpha: float = 0.5
     diagnostics__period: float = 1.0
+    limits__max_image_pixels: int = InputLimits.max_image_pixels
+    limits__max_aspect_ratio: float = InputLimits.max_aspect_ratio
+    limits__max_text_chars: int = InputLimits.max_text_chars
+    limits__max_text_items: int = InputLimits.max_text_items
+    limits__max_prompt_points: int = InputLimits.max_prompt_points
+    limits__prompt_rate: float = 20.0
     autostart: bool = True
 
     def __post_init__(self):
@@ -71,7 +78,13 @@ class SeemParams:
                           ('depth__min_points', 1)):
             if not getattr(self, name) >= low:
                 raise ValueError(f'{ros_name(name)} must be >= {low}, got {getattr(self, name)}')
-        for name in ('depth__max_depth', 'diagnostics__period'):
+        for name in ('limits__max_image_pixels', 'limits__max_text_chars', 'limits__max_text_items',
+                     'limits__max_prompt_points'):
+            if not getattr(self, name) >= 1:
+                raise ValueError(f'{ros_name(name)} must be >= 1, got {getattr(self, name)}')
+        if not self.limits__max_aspect_ratio >= 1:
+            raise ValueError(f'limits.max_aspect_ratio must be >= 1, got {self.limits__max_aspect_ratio}')
+        for name in ('depth__max_depth', 'diagnostics__period', 'limits__prompt_rate'):
             if not getattr(self, name) > 0:
                 raise ValueError(f'{ros_name(name)} must be > 0, got {getattr(self, name)}')
         for name in ('pipeline__score_threshold', 'tracking__min_confidence', 'tracking__reid_similarity'):
@@ -109,6 +122,12 @@ class SeemParams:
                     backend=self.runtime__backend, precision=self.runtime__precision,
                     onnx_dir=self.runtime__onnx_dir or None, engine_dir=self.runtime__engine_dir or None,
                     short_side=self.model__short_side, deterministic=self.model__deterministic)
+
+    def input_limits(self) -> InputLimits:
+        return InputLimits(max_image_pixels=self.limits__max_image_pixels,
+                           max_aspect_ratio=self.limits__max_aspect_ratio,
+                           max_text_chars=self.limits__max_text_chars, max_text_items=self.limits__max_text_items,
+                           max_prompt_points=self.limits__max_prompt_points)
 
     def pipeline_config(self) -> PipelineConfig:
         prompted = PromptedConfig(min_confidence=self.tracking__min_confidence,
@@ -170,7 +189,13 @@ DESCRIPTIONS = {
     'publish.overlay': 'publish ~/overlay (rgb8, masks and ids drawn)',
     'publish.overlay_alpha': 'mask opacity in the overlay',
     'diagnostics.period': 'seconds between ~/diagnostics messages',
-    'autostart': 'configure and activate the lifecycle node on start',
+    'autostart': 'configure and activate the lifecycle node on start; a failed configure then exits non-zero',
+    'limits.max_image_pixels': 'images (camera, depth, referring, masks) with more pixels are rejected',
+    'limits.max_aspect_ratio': 'images whose long side exceeds the short side this many times are rejected',
+    'limits.max_text_chars': 'texts (~/text, Prompt.text) longer than this are rejected',
+    'limits.max_text_items': 'most comma-separated objects one ~/text message may add',
+    'limits.max_prompt_points': 'most clicks of one prompt and most points of one scribble or polygon',
+    'limits.prompt_rate': 'prompts per second each source (topic or service) may send; more are rejected',
 }
 RUNTIME = frozenset(('pipeline.mode', 'pipeline.vocabulary', 'pipeline.score_threshold', 'pipeline.max_objects',
                      'pipeline.ring_size', 'pipeline.stamp_tolerance', 'tracking.min_confidence',

@@ -12,6 +12,7 @@ Run: ``python -m seem_ros.ros.seem_node --ros-args --params-file config/seem.yam
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from dataclasses import replace
@@ -35,29 +36,12 @@ from ..geometry.depth3d import DEPTH_BUFFER, CameraIntrinsics, depth_to_metres, 
 from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray, box_markers, point_cloud
 from ..msg import Prompt, TrackedObjectArray
 from ..pipeline import Frame, FrameResult, IdPool, LatestFrameWorker, Pipeline, PromptError, StampedBuffer
-from ..prompts import ObjectPrompt
+from ..prompts import InputLimits, ObjectPrompt
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
 from . import conversions as conv
+from .guard import EntryGuard, KeyedThrottle, SourceRate, parameters_refused, service_failure
+from .input_stats import InputStats
 from .params import RUNTIME, SeemParams, declare, ros_name
-
-
-class KeyedThrottle:
-    """Lets each distinct message through at most once per ``period`` seconds (for per-image problems)."""
-
-    def __init__(self, period: float = 5.0):
-        self.period = period
-        self._last = {}
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str) -> bool:
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(key, -self.period) < self.period:
-                return False
-            if len(self._last) > 100:
-                self._last = {k: t for k, t in self._last.items() if now - t < self.period}
-            self._last[key] = now
-            return True
 
 
 class SeemNode(LifecycleNode):
@@ -82,12 +66,39 @@ class SeemNode(LifecycleNode):
         self._lock = threading.Lock()    # guards _depth, _depth_info, _stats
         self._depth_info = None          # (K, width, height) of the newest depth/camera_info
         self._stats = {}
+        self._inputs = {}                # input name -> InputStats (reset at configure)
+        self._limits = InputLimits()
+        self._prompt_rate = SourceRate(SeemParams.limits__prompt_rate)
         self._throttle = KeyedThrottle()
+        self._guard: Optional[EntryGuard] = None
         super().__init__('seem', **kwargs)
+        self._guard = EntryGuard(self.get_logger(), self._throttle)
+        for service in self._services:       # parameter and lifecycle services, made by rclpy
+            service.callback = self._guard(f'service {service.srv_name}', service.callback, service_failure)
+        for state_id, callback in self._callbacks.items():
+            self._callbacks[state_id] = self._guard(f'transition {callback.__name__}', callback,
+                                                    lambda *_: TransitionCallbackReturn.ERROR)
         declare(self)
-        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_on_set_parameters_callback(self._guard('parameters', self._on_set_parameters, parameters_refused))
         self._prompt_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
+
+    # ---------------------------------------------------------------- guarded entry points
+    def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
+        return super().create_subscription(msg_type, topic, self._guarded(f'topic {topic}', callback),
+                                           *args, **kwargs)
+
+    def create_service(self, srv_type, srv_name, callback, **kwargs):
+        return super().create_service(srv_type, srv_name, self._guarded(f'service {srv_name}', callback,
+                                                                        service_failure), **kwargs)
+
+    def create_timer(self, timer_period_sec, callback, *args, **kwargs):
+        return super().create_timer(timer_period_sec, self._guarded('timer', callback), *args, **kwargs)
+
+    def _guarded(self, entry: str, callback, failed=None):
+        # rclpy creates its own services inside Node.__init__, before the guard exists; they are
+        # wrapped right after it (see __init__)
+        return callback if self._guard is None else self._guard(entry, callback, failed)
 
     # ---------------------------------------------------------------- lifecycle
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -111,6 +122,8 @@ class SeemNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.params = params
         self.pipeline = Pipeline(predictor, params.pipeline_config(), self._ids)
+        self._limits = params.input_limits()
+        self._prompt_rate = SourceRate(params.limits__prompt_rate)
         self._reset_stats()
         out_qos = QoSProfile(depth=params.qos__depth)
         self._pubs = {'objects': self.create_lifecycle_publisher(TrackedObjectArray, '~/objects', out_qos),
@@ -189,6 +202,8 @@ class SeemNode(LifecycleNode):
             self._diag_timer = None
         if self._worker is not None:
             self._worker.stop()
+            with self._lock:
+                self._stats['dropped_earlier'] += self._worker.dropped
             self._worker = None
         if self.pipeline is not None:
             self.pipeline.clear_frames()
@@ -231,27 +246,36 @@ class SeemNode(LifecycleNode):
 
     # ---------------------------------------------------------------- images
     def _on_image(self, msg: Image) -> None:
+        self._received('image', msg.header)
         try:
-            rgb = conv.image_to_rgb(msg)
+            rgb = conv.image_to_rgb(msg, self._limits)
         except conv.ImageError as exc:
             self._input_error(f'image: {exc}')
             return
         self._submit(rgb, msg.header)
 
     def _on_compressed(self, msg: CompressedImage) -> None:
+        self._received('image', msg.header)
         try:
-            rgb = conv.compressed_to_rgb(msg)
+            rgb = conv.compressed_to_rgb(msg, self._limits)
         except conv.ImageError as exc:
             self._input_error(f'image/compressed: {exc}')
             return
         self._submit(rgb, msg.header)
 
+    def _received(self, name: str, header: Header) -> None:
+        stats = self._inputs.get(name)
+        if stats is not None:
+            stats.add(conv.stamp_to_ns(header.stamp))
+
     def _on_depth(self, msg: Image) -> None:
         params = self.params
         if params is None:
             return
+        self._received('depth', msg.header)
         try:
-            depth = depth_to_metres(conv.image_to_numpy(msg), msg.encoding, max_depth=params.depth__max_depth)
+            depth = depth_to_metres(conv.image_to_numpy(msg, self._limits), msg.encoding,
+                                    max_depth=params.depth__max_depth)
         except ValueError as exc:       # conv.ImageError too
             self._input_error(f'depth: {exc}')
             return
@@ -259,9 +283,11 @@ class SeemNode(LifecycleNode):
             self._depth.add(conv.stamp_to_ns(msg.header.stamp), depth)
 
     def _on_depth_info(self, msg: CameraInfo) -> None:
-        """Keep the intrinsics of the depth image (the colour camera's do too: they are rescaled)."""
+        """Keep the intrinsics of the depth image (the colour camera's do too: they are rescaled);
+        physically impossible ones are rejected and the last good ones kept."""
+        self._received('depth/camera_info', msg.header)
         try:
-            CameraIntrinsics.from_matrix(msg.k, 1, 1)
+            CameraIntrinsics.from_matrix(msg.k, int(msg.width), int(msg.height))
         except ValueError as exc:
             self._input_error(f'depth/camera_info: {exc}')
             return
@@ -355,12 +381,10 @@ class SeemNode(LifecycleNode):
                 pubs['markers'].publish(box_markers(header, [g for _, g in placed], ids, labels))
 
     def _on_worker_error(self, exc: BaseException) -> None:
+        reason = self._guard.report('inference of an image', exc)
         with self._lock:
             self._stats['inference_errors'] += 1
-            self._stats['last_error'] = f'{type(exc).__name__}: {exc}'
-        text = f'inference failed on an image: {type(exc).__name__}: {exc}'
-        if self._throttle(text):
-            self.get_logger().error(text)
+            self._stats['last_error'] = reason
 
     # ---------------------------------------------------------------- prompts
     def _add(self, prompt: ObjectPrompt, source: str, stamp=None, object_id: int = 0, refine: bool = False,
@@ -374,7 +398,7 @@ class SeemNode(LifecycleNode):
             object_id, fit_warnings = pipeline.add_object(prompt, stamp_ns=stamp_ns or None, object_id=object_id,
                                                           refine=refine)
         except PromptError as exc:
-            self.get_logger().error(f'{source}: prompt rejected: {exc}')
+            self._prompt_rejected(source, exc)
             return 0, str(exc)
         notes = [*warnings, *fit_warnings]
         for note in notes:
@@ -383,36 +407,55 @@ class SeemNode(LifecycleNode):
         self.get_logger().info(f'{source}: object {object_id}{label}')
         return object_id, '; '.join(notes) or f'object {object_id}'
 
+    def _convert(self, source: str, convert, *args):
+        """``convert(*args)`` for a prompt of ``source``, within its rate (``limits.prompt_rate``);
+        raises :class:`PromptError` when the rate is exceeded or the message is rejected."""
+        if not self._prompt_rate(source):
+            raise PromptError(f'more than {self._prompt_rate.rate:g} prompts per second (limits.prompt_rate)')
+        return convert(*args)
+
+    def _prompt_rejected(self, source: str, exc: Exception) -> None:
+        with self._lock:
+            self._stats['prompts_rejected'] += 1
+        text = f'{source}: prompt rejected: {exc}'
+        if self._throttle(text):
+            self.get_logger().error(text)
+
     def _on_prompt(self, msg: Prompt) -> None:
         try:
-            prompt, warnings = conv.prompt_from_msg(msg)
+            prompt, warnings = self._convert('~/prompt', conv.prompt_from_msg, msg, self._limits)
         except PromptError as exc:
-            self.get_logger().error(f'~/prompt: prompt rejected: {exc}')
+            self._prompt_rejected('~/prompt', exc)
             return
         self._add(prompt, '~/prompt', msg.header.stamp, msg.object_id, msg.mode == Prompt.REFINE, warnings)
 
     def _on_text(self, msg: String) -> None:
         try:
-            prompts, warnings = conv.text_to_prompts(msg.data)
+            prompts, warnings = self._convert('~/text', conv.text_to_prompts, msg.data, self._limits)
         except PromptError as exc:
-            self.get_logger().error(f'~/text: prompt rejected: {exc}')
+            self._prompt_rejected('~/text', exc)
             return
         for note in warnings:
             self.get_logger().warning(f'~/text: {note}')
         for prompt in prompts:
             self._add(prompt, '~/text')
 
-    def _on_click(self, msg: Point) -> None:
-        self._add(conv.point_to_prompt(msg), '~/click')
+    def _on_click(self, msg: Point, source: str = '~/click', stamp=None) -> None:
+        try:
+            prompt = self._convert(source, conv.point_to_prompt, msg)
+        except PromptError as exc:
+            self._prompt_rejected(source, exc)
+            return
+        self._add(prompt, source, stamp)
 
     def _on_click_stamped(self, msg: PointStamped) -> None:
-        self._add(conv.point_to_prompt(msg.point), '~/click_stamped', msg.header.stamp)
+        self._on_click(msg.point, '~/click_stamped', msg.header.stamp)
 
     def _on_set_object(self, request, response):
         try:
-            prompt, warnings = conv.prompt_from_msg(request.prompt)
+            prompt, warnings = self._convert('~/set_object', conv.prompt_from_msg, request.prompt, self._limits)
         except PromptError as exc:
-            self.get_logger().error(f'~/set_object: prompt rejected: {exc}')
+            self._prompt_rejected('~/set_object', exc)
             response.success, response.message = False, str(exc)
             return response
         p = request.prompt
@@ -452,7 +495,9 @@ class SeemNode(LifecycleNode):
         with self._lock:
             self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
                                latency_sum_ms=0.0, timings={}, objects=0, depth_paired=0, depth_missing=0,
-                               camera_info_missing=0, last_image=None, last_error='')
+                               camera_info_missing=0, last_image=None, last_error='', dropped_earlier=0,
+                               prompts_rejected=0)
+            self._inputs = {name: InputStats() for name in ('image', 'depth', 'depth/camera_info')}
 
     def _publish_diagnostics(self) -> None:
         params, worker, pipeline = self.params, self._worker, self.pipeline
@@ -460,7 +505,7 @@ class SeemNode(LifecycleNode):
             return
         with self._lock:
             s = dict(self._stats)
-        dropped = worker.dropped if worker is not None else 0
+        dropped = s['dropped_earlier'] + (worker.dropped if worker is not None else 0)
         stale = s['last_image'] is None or time.monotonic() - s['last_image'] > 5 * params.diagnostics__period
         level, message = DiagnosticStatus.OK, 'running'
         if s['inference_errors']:
@@ -476,7 +521,11 @@ class SeemNode(LifecycleNode):
             'latency_mean_ms': round(s['latency_sum_ms'] / s['processed'], 1) if s['processed'] else 0.0,
             'timings_ms': json.dumps({k: round(v, 1) for k, v in s['timings'].items()}),
             'objects': s['objects'], 'prompted_objects': len(pipeline.list_objects()),
+            'callback_errors': self._guard.total(), 'last_callback_error': self._guard.last_error,
+            'prompts_rejected': s['prompts_rejected'],
         }
+        for name in ('image', 'depth', 'depth/camera_info') if params.depth__enabled else ('image',):
+            values.update({f'{name}.{key}': value for key, value in self._inputs[name].report().items()})
         if params.depth__enabled:
             values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'],
                           camera_info_missing=s['camera_info_missing'])
@@ -488,23 +537,35 @@ class SeemNode(LifecycleNode):
 
 
 def _empty_gpu_cache() -> None:
-    import sys
     torch = sys.modules.get('torch')
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
 
 
-def main(args=None) -> None:
-    """Run the node until SIGINT/SIGTERM; configures and activates it when ``autostart`` is true."""
+EXIT_CONFIGURE_FAILED = 1
+
+
+def main(args=None) -> int:
+    """Run the node until SIGINT/SIGTERM; returns the exit status.
+
+    With ``autostart`` it configures and activates itself, and a failed configure exits with
+    :data:`EXIT_CONFIGURE_FAILED` (the reason is logged) so that supervisors see it; without, it
+    stays unconfigured until a lifecycle manager drives it.
+    """
     rclpy.init(args=args)
     node = None
     try:
         node = SeemNode()
         executor = MultiThreadedExecutor(num_threads=3)
         executor.add_node(node)
-        if node.get_parameter('autostart').value:
-            if node.trigger_configure() == TransitionCallbackReturn.SUCCESS:
-                node.trigger_activate()
+        if not node.get_parameter('autostart').value:
+            node.get_logger().info('autostart is false: unconfigured, waiting for lifecycle transitions '
+                                   '(~/change_state)')
+        elif node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+            node.get_logger().fatal('configure failed (reason above) and autostart is true: exiting')
+            return EXIT_CONFIGURE_FAILED
+        else:
+            node.trigger_activate()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -516,7 +577,8 @@ def main(args=None) -> None:
             node.on_shutdown(None)
             node.destroy_node()
         rclpy.try_shutdown()
+    return 0
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(main())

@@ -295,7 +295,8 @@ class PromptedTracker:
         """Create a track for the object ``prompt`` designates; returns its id.
 
         The prompt is applied on the next :meth:`update` (or :meth:`initialize`) frame.
-        ``label`` defaults to the prompt's name or text; ``stamp_ns`` is the time the track is
+        ``label`` defaults to the prompt's name, else its text or input kinds
+        (:attr:`~seem_ros.prompts.ObjectPrompt.default_label`); ``stamp_ns`` is the time the track is
         created at (for ``lost_timeout_s`` while it has never been found).
 
         Raises:
@@ -305,8 +306,8 @@ class PromptedTracker:
             raise ValueError('the prompt is empty (no text, pixels or referring patch)')
         with self._lock:
             track_id = self.ids.take()
-            self._tracks[track_id] = Track(track_id, label or prompt.name or prompt.text, TrackState.NEW, stamp_ns,
-                                           origin=prompt, bank=AppearanceBank(self.config.bank_size),
+            self._tracks[track_id] = Track(track_id, label or prompt.name or prompt.default_label, TrackState.NEW,
+                                           stamp_ns, origin=prompt, bank=AppearanceBank(self.config.bank_size),
                                            pending=prompt)
             return track_id
 

@@ -10,6 +10,7 @@ serving with the problem logged, and that lifecycle cycles do not grow its memor
 import array
 import itertools
 import re
+import time
 
 import cv2
 import numpy as np
@@ -260,6 +261,66 @@ def test_bad_inputs_leave_the_node_serving(client, seem):
     assert seem.proc.poll() is None
 
 
+def reference_prompt(box):
+    """A Prompt whose object is marked by ``box`` (x0, y0, x1, y1) on a referring image."""
+    return Prompt(reference_image=image_msg(SCENE),
+                  reference_box=BoundingBox2D(x_min=box[0], y_min=box[1], x_max=box[2], y_max=box[3]))
+
+
+def test_malformed_messages_are_rejected_naming_the_field_and_the_node_keeps_serving(client, seem):
+    """One message of each kind that could crash, stall or bloat the node, or be accepted unusable."""
+    inf = float('inf')
+    for box, reason in (((0.0, 0.0, inf, 10.0), 'reference_box[0]: inf'), ((-inf, 0.0, 5.0, 5.0), 'reference_box'),
+                        ((-5.0, -5.0, -1.0, -1.0), 'covers no pixel')):
+        answer = client.call('set_object', SetObject.Request(prompt=reference_prompt(box)))
+        assert not answer.success and reason in answer.message, answer.message
+        client.publish('prompt', reference_prompt(box))
+    seem.wait_for_log(r'ERROR.*~/prompt: prompt rejected: reference_box\[0\]: inf is not a finite int32')
+    for prompt, reason in (
+            (Prompt(points=[Point(x=float('nan'), y=3.0)]), 'points[0]: nan'),
+            (Prompt(boxes=[BoundingBox2D(x_min=10.0, y_min=1.0, x_max=2.0, y_max=5.0)]), 'boxes[0]: min > max'),
+            (Prompt(mask=image_msg(np.zeros((H, W, 3), np.uint8), 'mono8')), 'mask is empty'),
+            (Prompt(text='x' * 3000), 'alone exceeds 77 tokens'),
+            (Prompt(text='a ' * 3000), 'exceeds 4096'),
+            (Prompt(boxes=[BoundingBox2D(x_min=1.0, y_min=1.0, x_max=1.2, y_max=1.2)]), 'covers no pixel centre')):
+        answer = client.call('set_object', SetObject.Request(prompt=prompt))
+        assert not answer.success and reason in answer.message, (reason, answer.message)
+    start = time.monotonic()
+    client.publish('text', String(data='a,' * 500000))
+    seem.wait_for_log(r'ERROR.*~/text: prompt rejected: text of 1000000 characters exceeds 4096')
+    assert client.call('list_objects', ListObjects.Request()) is not None
+    assert time.monotonic() - start < 30, 'a 1 MB text stalled the prompt callbacks'
+    assert 'a,a,a,a' not in seem.log()                          # unbounded input is never echoed
+    rss = seem.rss_mb()
+    client.publish('image', image_msg(np.zeros((1, 1000, 3), np.uint8)))
+    seem.wait_for_log(r'ERROR.*image: image is 1000x1, an aspect ratio over 8')
+    sent = image_msg(SCENE)
+    objects, labels = client.process(sent)                     # still serving
+    check_outputs(objects, labels, sent)
+    assert seem.rss_mb() - rss < 100 and seem.proc.poll() is None
+    spin_until(client.node, lambda: int(client.diagnostic_values().get('prompts_rejected', 0)) >= 10, TIMEOUT,
+               'rejected prompts counted in ~/diagnostics')
+    values = client.diagnostic_values()
+    assert int(values['image.received']) >= 2 and float(values['image.rate_hz']) >= 0 and 'image.missing' in values
+
+
+def test_invalid_lifecycle_transitions_are_refused_and_the_state_kept(client, seem):
+    assert client.state() == State.PRIMARY_STATE_ACTIVE
+    for transition in (Transition.TRANSITION_ACTIVATE, Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_CLEANUP,
+                       99):
+        assert not client.transition(transition)
+        assert client.state() == State.PRIMARY_STATE_ACTIVE
+    assert client.transition(Transition.TRANSITION_DEACTIVATE)
+    assert not client.transition(Transition.TRANSITION_DEACTIVATE)
+    assert client.state() == State.PRIMARY_STATE_INACTIVE
+    assert client.transition(Transition.TRANSITION_ACTIVATE)
+    sent = image_msg(SCENE)
+    check_outputs(*client.process(sent), sent)
+    spin_until(client.node, lambda: int(client.diagnostic_values().get('callback_errors', 0)) >= 5, TIMEOUT,
+               'the refused transitions counted in ~/diagnostics')
+    assert 'RCLError' in client.diagnostic_values()['last_callback_error'] and seem.proc.poll() is None
+
+
 def test_runtime_mode_switch_and_validation(client):
     (ok,) = client.set_parameters(pipeline__mode='both')
     assert ok.successful, ok.reason
@@ -351,3 +412,16 @@ def test_bad_checkpoint_fails_configure_then_compressed_input_with_depth(client,
     seem.wait_for_log(r'WARN.*3D fields unset: no depth/camera_info received \(2D outputs are published\)')
     client.publish('depth', image_msg(SCENE))
     seem.wait_for_log(r"ERROR.*depth: unsupported depth encoding 'rgb8'")
+
+
+def test_a_failed_autostart_configure_exits_non_zero_and_manual_lifecycle_waits(ros_namespace, tmp_path):
+    """Supervisors see a node that cannot start; under a lifecycle manager it waits, unconfigured."""
+    failed = helpers.NodeProcess(f'{ros_namespace}_fail', tmp_path / 'fail.log',
+                                 ['-p', f'model.checkpoint:={tmp_path / "missing.pt"}'])
+    assert failed.proc.wait(120) == 1
+    assert re.search(r"configure failed: model.checkpoint: no such file .*missing.pt'", failed.log())
+    assert 'exiting' in failed.log()
+    waiting = helpers.NodeProcess(f'{ros_namespace}_wait', tmp_path / 'wait.log',
+                                  ['-p', f'model.checkpoint:={tmp_path / "missing.pt"}', '-p', 'autostart:=false'])
+    waiting.wait_for_log(r'autostart is false: unconfigured, waiting for lifecycle transitions', timeout=120)
+    assert waiting.interrupt() == 0

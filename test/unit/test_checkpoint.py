@@ -1,10 +1,13 @@
 """Checkpoint reading, strict validation and writing in the official flat format."""
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from seem_ros.model import checkpoint, synthetic
 from seem_ros.model.backbone import FocalNet
+from seem_ros.model.build import build_seem
 from seem_ros.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 
@@ -134,3 +137,10 @@ def test_check_against_packaged_manifest():
     del full['sem_seg_head.pixel_decoder.input_proj.weight']
     with pytest.raises(CheckpointError, match='1 missing keys: sem_seg_head.pixel_decoder.input_proj.weight'):
         checkpoint.check_state_dict(expected, full)
+
+
+def test_a_checkpoint_of_another_variant_gets_a_one_line_hint():
+    shipped = Path(__file__).resolve().parents[2] / 'models' / 'seem_tiny.pt'
+    with pytest.raises(CheckpointError) as info:
+        build_seem('focalt', checkpoint=shipped)
+    assert str(info.value) == f"{shipped} is not a 'focalt' checkpoint: it looks like `tiny` (use variant tiny)"

@@ -25,6 +25,8 @@ class WorldPredictor:
     Records ``('set_image', image[0, 0, 0])`` and ``('predict', n)`` calls.
     """
 
+    short_side = 0          # segments the frame at its own size
+
     def __init__(self, segments=()):
         self.calls = []
         self.segments = list(segments)
@@ -147,7 +149,7 @@ def test_click_object_keeps_its_id_while_it_moves():
     r1 = pipe.process(frame(1, world=pred))
     (obj,) = r1.objects
     assert (obj.id, obj.state, obj.bbox, obj.last_seen_ns) == (oid, TrackState.NEW, (10.0, 10.0, 20.0, 20.0), 1)
-    assert obj.origin.points.tolist() == [[12, 12]] and obj.label == ''
+    assert obj.origin.points.tolist() == [[12, 12]] and obj.label == 'click'      # an unnamed click is labelled
     assert r1.label_image.dtype == np.uint16 and set(np.unique(r1.label_image)) == {0, oid}
     for k in range(2, 8):                                     # moves 3 px per frame; the click no longer hits it
         pred.objects = {1: (10 + 3 * k, 10 + k)}
