@@ -60,7 +60,8 @@ class CameraIntrinsics:
         if self.width < 1 or self.height < 1:
             raise ValueError(f'image size must be positive, got {self.width}x{self.height}')
         low, high = FOCAL_RANGE
-        if not (low * self.width <= self.fx <= high * self.width and low * self.height <= self.fy <= high * self.height):
+        if not (low * self.width <= self.fx <= high * self.width
+                and low * self.height <= self.fy <= high * self.height):
             raise ValueError(f'focal lengths fx={self.fx:g}, fy={self.fy:g} are not physical for a {self.width}x'
                              f'{self.height} image (expected {low:g} to {high:g} times its width/height)')
         if not (-self.width <= self.cx <= 2 * self.width and -self.height <= self.cy <= 2 * self.height):

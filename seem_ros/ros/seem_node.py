@@ -65,8 +65,9 @@ class SeemNode(LifecycleNode):
         self._ids = IdPool()             # outlives pipelines: ids are never reused while the node runs
         self._lock = threading.Lock()    # guards _depth, _depth_info, _stats
         self._depth_info = None          # (K, width, height) of the newest depth/camera_info
-        self._stats = {}
-        self._inputs = {}                # input name -> InputStats (reset at configure)
+        self._stats = {}                 # counters for ~/diagnostics, and _inputs: name -> InputStats
+        self._inputs = {}
+        self._reset_stats()              # (reset at every configure)
         self._limits = InputLimits()
         self._prompt_rate = SourceRate(SeemParams.limits__prompt_rate)
         self._throttle = KeyedThrottle()
@@ -233,6 +234,8 @@ class SeemNode(LifecycleNode):
         try:
             new = SeemParams.from_values(values)
         except (ValueError, TypeError) as exc:
+            with self._lock:
+                self._stats['parameters_rejected'] += 1
             return SetParametersResult(successful=False, reason=str(exc))
         pipeline = self.pipeline
         if pipeline is not None:
@@ -496,7 +499,7 @@ class SeemNode(LifecycleNode):
             self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
                                latency_sum_ms=0.0, timings={}, objects=0, depth_paired=0, depth_missing=0,
                                camera_info_missing=0, last_image=None, last_error='', dropped_earlier=0,
-                               prompts_rejected=0)
+                               prompts_rejected=0, parameters_rejected=0)
             self._inputs = {name: InputStats() for name in ('image', 'depth', 'depth/camera_info')}
 
     def _publish_diagnostics(self) -> None:
@@ -522,7 +525,7 @@ class SeemNode(LifecycleNode):
             'timings_ms': json.dumps({k: round(v, 1) for k, v in s['timings'].items()}),
             'objects': s['objects'], 'prompted_objects': len(pipeline.list_objects()),
             'callback_errors': self._guard.total(), 'last_callback_error': self._guard.last_error,
-            'prompts_rejected': s['prompts_rejected'],
+            'prompts_rejected': s['prompts_rejected'], 'parameters_rejected': s['parameters_rejected'],
         }
         for name in ('image', 'depth', 'depth/camera_info') if params.depth__enabled else ('image',):
             values.update({f'{name}.{key}': value for key, value in self._inputs[name].report().items()})
