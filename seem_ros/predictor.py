@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from .model.postprocess import (instance_inference, panoptic_inference, resize_mask_logits,
                                 semantic_inference)
 from .model.preprocess import normalize_and_pad, resize_short_side
+from .model.build import matching_variant
+from .model.checkpoint import read_metadata, read_state_dict
 from .model.query_decoder import grounding_match
 from .model.seem import ImageFeatures, SeemModel
 from .model.spatial import SpatialPrompts
@@ -33,6 +35,8 @@ from .runtime.backend import Backend, select_backend
 from .runtime.torch_backend import TorchBackend
 
 _REFERENCE_CACHE_SIZE = 8
+DEFAULT_MODEL = {'variant': 'focalt', 'version': 'v1', 'short_side': 512}
+"""What a checkpoint that says nothing of itself (an official file) is run as."""
 
 
 @dataclass
@@ -98,6 +102,7 @@ class SeemPredictor:
 
     def __init__(self, backend, *, short_side: int = 512, deterministic: bool = True, seed: int = 0):
         self.backend: Backend = TorchBackend(backend) if isinstance(backend, SeemModel) else backend
+        self.variant: Optional[str] = None          # set by from_checkpoint
         self.short_side = int(short_side)
         self.deterministic = deterministic
         self.seed = seed
@@ -106,19 +111,36 @@ class SeemPredictor:
         self._references: OrderedDict = OrderedDict()
 
     @classmethod
-    def from_checkpoint(cls, checkpoint, *, variant='focalt', version='v1', device='cpu', backend='torch',
-                        precision='fp32', onnx_dir=None, engine_dir=None, **kwargs) -> 'SeemPredictor':
+    def from_checkpoint(cls, checkpoint, *, variant: Optional[str] = None, version: Optional[str] = None,
+                        short_side: Optional[int] = None, device='cpu', backend='torch', precision='fp32',
+                        onnx_dir=None, engine_dir=None, **kwargs) -> 'SeemPredictor':
         """Strictly load ``checkpoint`` of ``variant`` (decoder ``version``) into ``backend``.
 
-        ``backend``: a name of :data:`~seem_ros.runtime.backend.BACKENDS`, an alias ('torch',
-        'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda -> onnxruntime-cpu ->
-        torch-cpu); graph backends read the ``seem-ros export`` output in ``onnx_dir``.
+        ``variant``, ``version`` and ``short_side`` left None are what the checkpoint says of
+        itself (:func:`~seem_ros.model.checkpoint.read_metadata`; the variant else from the
+        shapes of its tensors), else :data:`DEFAULT_MODEL` (the official Focal-T v1 at the demo's
+        short side 512); the predictor's ``variant`` tells the one used. ``backend``: a name of :data:`~seem_ros.runtime.backend.BACKENDS`, an alias
+        ('torch', 'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda ->
+        onnxruntime-cpu -> torch-cpu); graph backends read the ``seem-ros export`` output in
+        ``onnx_dir``.
         """
+        given = {'variant': variant, 'version': version, 'short_side': short_side}
+        said = read_metadata(checkpoint)
+        if variant is None and 'variant' not in said:          # the variant its tensors are shaped for
+            said['variant'] = matching_variant(read_state_dict(checkpoint)) or DEFAULT_MODEL['variant']
+        chosen = {key: said.get(key, DEFAULT_MODEL[key]) if value is None else value for key, value in given.items()}
         if backend == 'torch':
             backend = 'torch-cuda' if torch.device(device).type == 'cuda' else 'torch-cpu'
-        chosen = select_backend(backend, checkpoint=checkpoint, variant=variant, version=version, device=device,
-                                precision=precision, onnx_dir=onnx_dir, engine_dir=engine_dir)
-        return cls(chosen, **kwargs)
+        engine = select_backend(backend, checkpoint=checkpoint, variant=chosen['variant'], version=chosen['version'],
+                                device=device, precision=precision, onnx_dir=onnx_dir, engine_dir=engine_dir)
+        predictor = cls(engine, short_side=chosen['short_side'], **kwargs)
+        predictor.variant = chosen['variant']
+        return predictor
+
+    @property
+    def model_name(self) -> str:
+        """'variant/version, short side N' of the model this predictor runs."""
+        return f'{self.variant or "model"}/{self.version}, short side {self.short_side}'
 
     @property
     def device(self) -> torch.device:

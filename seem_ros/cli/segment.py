@@ -91,8 +91,10 @@ def build_parser(parser=None):
     p.epilog = __doc__.split('\n\n', 1)[1]
     p.add_argument('--image', required=True, help='input RGB image (PNG/JPEG)')
     p.add_argument('--checkpoint', required=True, help='SEEM checkpoint (.pt, official format)')
-    p.add_argument('--variant', default='focalt', help='model variant: focalt | focall | any registered (default focalt)')
-    p.add_argument('--version', default='v1', choices=('v1', 'v0'), help='decoder version (default v1)')
+    p.add_argument('--variant', help='model variant: focalt | focall | tiny (default: what the checkpoint says, '
+                                     'else focalt)')
+    p.add_argument('--version', choices=('v1', 'v0'), help='decoder version (default: what the checkpoint says, '
+                                                         'else v1)')
     p.add_argument('--text', action='append', default=[], help='referring text; one object per flag')
     p.add_argument('--click', action='append', default=[], metavar='X,Y[,neg]',
                    help='click in pixels (x right, y down); ",neg" makes it negative')
@@ -109,9 +111,10 @@ def build_parser(parser=None):
     p.add_argument('--task', choices=('semantic', 'panoptic', 'instance'), help='vocabulary task to run')
     p.add_argument('--deterministic', action='store_true',
                    help='deterministic prompt sampling and query choice (reproducible runs)')
-    p.add_argument('--short-side', type=int, default=512,
+    p.add_argument('--short-side', type=int,
                    help='model input short side: the image (and the referring image) is resized so its short '
-                        'side has this length, as the official demo (default 512; 0 = no resize)')
+                        'side has this length (default: what the checkpoint says, else 512 as the official demo; '
+                        '0 = no resize)')
     p.add_argument('--device', default='cpu', help='torch device (cpu, cuda, cuda:1, ...)')
     p.add_argument('--out', required=True, help='output directory')
     return p
@@ -199,7 +202,7 @@ def run(args, argv):
 
     from ..overlay import draw_overlay
     from ..predictor import SeemPredictor
-    if args.short_side < 0:
+    if args.short_side is not None and args.short_side < 0:
         raise ArgumentProblem(f'--short-side {args.short_side}: expected 0 (no resize) or a positive size')
     image = _read_image(args.image, '--image')
     prompts = collect_prompts(args, argv, image.shape[:2])

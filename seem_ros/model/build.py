@@ -12,11 +12,12 @@ from typing import Dict, Optional
 import torch
 
 from .backbone.focal import FOCAL_L, FOCAL_T, FocalNet, FocalNetConfig
-from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, read_state_dict, save_checkpoint
+from .checkpoint import (IGNORED_KEYS, CheckpointError, check_state_dict, load_checkpoint, read_state_dict,
+                         save_checkpoint)
 from .pixel_decoder import TransformerEncoderPixelDecoder
 from .query_decoder import SeemDecoder
 from .seem import SeemModel
-from .synthetic import synthetic_tensor
+from .synthetic import MANIFEST_VARIANTS, load_manifest, synthetic_tensor
 from .text_encoder import LanguageEncoder
 
 
@@ -105,11 +106,19 @@ def build_seem(variant: str = 'focalt', *, version: str = 'v1', checkpoint=None,
     return model.to(device).eval()
 
 
+def _variant_shapes(name: str) -> Dict[str, tuple]:
+    """Key -> shape of ``name``'s state dict: its official manifest when packaged (no model is
+    built), else the model built on the CPU (the variants without a manifest are small; a meta
+    build would first spend seconds setting up torch's meta initializers)."""
+    if name in MANIFEST_VARIANTS:
+        return {row.key: tuple(row.shape) for row in load_manifest(name) if row.key not in IGNORED_KEYS}
+    return {key: tuple(value.shape) for key, value in build_model(VARIANTS[name]).state_dict().items()}
+
+
 def matching_variant(state_dict) -> Optional[str]:
     """The registered variant whose keys and shapes are exactly those of ``state_dict``, or None."""
-    for name, config in VARIANTS.items():
-        with torch.device('meta'):
-            expected = {key: value.shape for key, value in build_model(config).state_dict().items()}
+    for name in VARIANTS:
+        expected = _variant_shapes(name)
         try:
             check_state_dict(expected, state_dict)
         except CheckpointError:

@@ -12,10 +12,14 @@ Our module names equal those keys, so loading is a strict ``load_state_dict`` af
 
 Any other difference (missing or unexpected keys, shape mismatches) raises
 :class:`CheckpointError`.
+
+A checkpoint may also say how it is meant to run: ``{'model': sd, 'seem_ros': {'variant': 'tiny',
+'version': 'v1', 'short_side': 120}}`` (:func:`read_metadata`; ``seem-ros train`` writes it). Its
+state dict is still the official one; official files carry no metadata.
 """
 import os
 from pathlib import Path
-from typing import Dict, List, Mapping
+from typing import Any, Dict, List, Mapping, Optional
 
 import torch
 from torch import nn
@@ -30,6 +34,9 @@ IGNORED_KEYS: Dict[str, str] = {
 }
 
 _WRAPPER_KEYS = ('model', 'state_dict')
+METADATA_KEY = 'seem_ros'
+METADATA_FIELDS = {'variant': str, 'version': str, 'short_side': int}
+"""What a checkpoint may say about itself, with the type of each field."""
 _KEY_PREFIXES = ('module.', 'model.')
 _MAX_LISTED = 10
 
@@ -70,6 +77,31 @@ def normalize_keys(state_dict: Mapping[str, torch.Tensor]) -> Dict[str, torch.Te
     return renamed
 
 
+def _load(path):
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint file not found: {path}')
+    try:
+        return _torch_load(path)
+    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise CheckpointError(f'cannot read checkpoint {path}: {error}') from error
+
+
+def read_metadata(path) -> Dict[str, Any]:
+    """What the checkpoint says about itself (:data:`METADATA_FIELDS`; {} for official files).
+
+    Raises:
+        FileNotFoundError, CheckpointError: as :func:`read_state_dict`, or malformed metadata.
+    """
+    data = _load(path)
+    metadata = data.get(METADATA_KEY, {}) if isinstance(data, dict) else {}
+    if not isinstance(metadata, dict) or any(key not in METADATA_FIELDS or not isinstance(value, METADATA_FIELDS[key])
+                                             for key, value in metadata.items()):
+        raise CheckpointError(f'{path}: malformed {METADATA_KEY!r} metadata {metadata!r} (fields: '
+                              f'{", ".join(f"{k} ({t.__name__})" for k, t in METADATA_FIELDS.items())})')
+    return dict(metadata)
+
+
 def read_state_dict(path) -> Dict[str, torch.Tensor]:
     """Load the flat state dict of a checkpoint file (CPU, memory-mapped where possible).
 
@@ -77,13 +109,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
         FileNotFoundError: ``path`` does not exist.
         CheckpointError: the file is not a readable checkpoint holding a dict of tensors.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint file not found: {path}')
-    try:
-        data = _torch_load(path)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise CheckpointError(f'cannot read checkpoint {path}: {error}') from error
+    data = _load(path)
     for wrapper in _WRAPPER_KEYS:
         if isinstance(data, dict) and isinstance(data.get(wrapper), dict):
             data = data[wrapper]
@@ -130,13 +156,15 @@ def load_checkpoint(model: nn.Module, path, *, assign: bool = False) -> None:
     model.load_state_dict(state_dict, strict=True, assign=assign)
 
 
-def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path) -> None:
-    """Write ``state_dict`` in the official format (flat dict of CPU tensors, plain keys).
+def save_checkpoint(state_dict: Mapping[str, torch.Tensor], path, metadata: Optional[Mapping[str, Any]] = None) -> None:
+    """Write ``state_dict`` in the official format (flat dict of CPU tensors, plain keys), with
+    ``metadata`` (:data:`METADATA_FIELDS`) beside it under ``'model'`` when given.
 
     The file is written next to ``path`` and renamed into place, so readers never see a
     partial file.
     """
     path = Path(path)
     tmp = path.with_name(path.name + '.tmp')
-    torch.save({key: value.detach().cpu() for key, value in state_dict.items()}, tmp)
+    tensors = {key: value.detach().cpu() for key, value in state_dict.items()}
+    torch.save({'model': tensors, METADATA_KEY: dict(metadata)} if metadata else tensors, tmp)
     os.replace(tmp, path)

@@ -34,8 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='seem-ros demo', description=__doc__.split('\n\n')[0])
     parser.add_argument('--out', type=Path, default=Path('demo_out'), help='output directory (default demo_out)')
     parser.add_argument('--checkpoint', default='models/seem_tiny.pt', help='model (default models/seem_tiny.pt)')
-    parser.add_argument('--variant', default='tiny', help='model variant (default tiny)')
-    parser.add_argument('--short-side', type=int, default=120, help='model input short side (default 120)')
+    parser.add_argument('--variant', help='model variant (default: what the checkpoint says)')
+    parser.add_argument('--short-side', type=int, help='model input short side (default: what the checkpoint says)')
     parser.add_argument('--width', type=int, default=320, help='image width (default 320)')
     parser.add_argument('--height', type=int, default=240, help='image height (default 240)')
     parser.add_argument('--fps', type=float, default=15.0, help='frame rate (default 15)')
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
         checkpoint=args.checkpoint, variant=args.variant, version=None, short_side=args.short_side, device=None,
         precision=None, backend=None, onnx_dir=None, mode=None, vocabulary=None, overlay=True,
         video=out / 'overlay.mp4', png_dir=out, pngs=4)
-    print(f'2. replaying with {args.checkpoint} ({args.variant}, short side {args.short_side}) ...')
+    print(f'2. replaying with {args.checkpoint} ...')
     if replay_and_report(replay_args, []) is None:
         return 1
     print('3. masks against the ground truth (frames where the object is visible, from its prompt on):')

@@ -49,8 +49,9 @@ PROMPT_TYPE = 'seem_ros/msg/Prompt'
 OUTPUTS = {'objects': ('/seem/objects', 'seem_ros/msg/TrackedObjectArray'),
            'label_image': ('/seem/label_image', 'sensor_msgs/msg/Image'),
            'overlay': ('/seem/overlay', 'sensor_msgs/msg/Image')}
-# Settings that differ from the node's defaults when no params file names them: the shipped small model.
-REPLAY_DEFAULTS = {'model.checkpoint': 'models/seem_tiny.pt', 'model.variant': 'tiny', 'model.short_side': 120}
+# Settings that differ from the node's defaults when no params file names them: the shipped small model
+# (its variant and input size are read from it).
+REPLAY_DEFAULTS = {'model.checkpoint': 'models/seem_tiny.pt'}
 STAGES = {'encode_ms': 'encoder', 'decode_ms': 'decoder', 'post_ms': 'postprocess', 'total_ms': 'total'}
 
 
@@ -105,8 +106,8 @@ def load_pipeline(params, overlay: bool) -> Pipeline:
     try:
         predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
     except Exception as exc:  # noqa: BLE001 - any loading problem is reported the same way
-        raise ReplayError(f"cannot load checkpoint '{checkpoint}' as {params.model__variant}/"
-                          f'{params.model__version}: {type(exc).__name__}: {exc}') from exc
+        raise ReplayError(f"cannot load checkpoint '{checkpoint}' as {params.requested_model()}: "
+                          f'{type(exc).__name__}: {exc}') from exc
     return Pipeline(predictor, replace(params.pipeline_config(), overlay=overlay))
 
 
@@ -532,8 +533,8 @@ def build_parser() -> argparse.ArgumentParser:
                     'offline (default; every frame, in bag order) or live into a running node (--live).',
         epilog='Prompt YAML format: see seem_ros/replay/prompts_yaml.py (python -m pydoc '
                'seem_ros.replay.prompts_yaml). Model settings: built-in defaults (the shipped small model '
-               f'{REPLAY_DEFAULTS["model.checkpoint"]}, variant tiny, short side 120), then --params-file, then the '
-               'options below.')
+               f'{REPLAY_DEFAULTS["model.checkpoint"]}, run as it says: variant tiny, short side 120), then '
+               '--params-file, then the options below.')
     parser.add_argument('bag', type=Path, help='input rosbag2 directory (or a single .mcap / .db3 file)')
     parser.add_argument('--out', required=True, type=Path, help='output bag directory to create')
     parser.add_argument('--prompts', type=Path, help='YAML prompt script (objects to add at frames or times)')
@@ -656,7 +657,7 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
         pipeline = load_pipeline(params, overlay='overlay' in outputs or files is not None)
         print(f'replay {args.bag} ({reader.storage}, {image_topic.count or "?"} frames on {image_topic.name}'
               f'{", prompts from " + ", ".join(prompt_topics) if prompt_topics else ""}) with '
-              f'{params.model__checkpoint} ({params.model__variant}, short side {params.model__short_side})',
+              f'{params.model__checkpoint} ({pipeline.predictor.model_name})',
               file=sys.stderr)
         writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
         replay = Replay(reader, writer, pipeline, image_topic=image_topic.name, camera_info_topic=camera_info_topic,

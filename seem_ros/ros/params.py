@@ -23,9 +23,9 @@ class SeemParams:
     ``ValueError`` naming the parameter (variant and version are checked by the model builder)."""
 
     model__checkpoint: str = ''
-    model__variant: str = 'focalt'
-    model__version: str = 'v1'
-    model__short_side: int = 512
+    model__variant: str = ''
+    model__version: str = ''
+    model__short_side: int = 0
     model__deterministic: bool = True
     runtime__backend: str = 'torch'
     runtime__device: str = 'cpu'
@@ -74,7 +74,9 @@ class SeemParams:
                 raise ValueError(f"{ros_name(name)}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")
         if not self.runtime__device == 'cpu' and not self.runtime__device.startswith('cuda'):
             raise ValueError(f"runtime.device: '{self.runtime__device}' is not cpu, cuda or cuda:N")
-        for name, low in (('model__short_side', 32), ('qos__depth', 1), ('depth__slop_ms', 0), ('depth__erode_px', 0),
+        if self.model__short_side != 0 and self.model__short_side < 32:
+            raise ValueError(f'model.short_side must be 0 (the checkpoint\'s) or >= 32, got {self.model__short_side}')
+        for name, low in (('qos__depth', 1), ('depth__slop_ms', 0), ('depth__erode_px', 0),
                           ('depth__min_points', 1)):
             if not getattr(self, name) >= low:
                 raise ValueError(f'{ros_name(name)} must be >= {low}, got {getattr(self, name)}')
@@ -116,12 +118,17 @@ class SeemParams:
         """Read every declared parameter of ``node`` (see :func:`declare`)."""
         return cls.from_values({ros_name(f.name): node.get_parameter(ros_name(f.name)).value for f in fields(cls)})
 
+    def requested_model(self) -> str:
+        """'variant/version' as asked for ('checkpoint' where the checkpoint is to say)."""
+        return f"{self.model__variant or 'checkpoint'}/{self.model__version or 'checkpoint'}"
+
     def predictor_options(self) -> dict:
         """Keyword arguments of ``SeemPredictor.from_checkpoint`` for these parameters."""
-        return dict(variant=self.model__variant, version=self.model__version, device=self.runtime__device,
+        return dict(variant=self.model__variant or None, version=self.model__version or None,
+                    short_side=self.model__short_side or None, device=self.runtime__device,
                     backend=self.runtime__backend, precision=self.runtime__precision,
                     onnx_dir=self.runtime__onnx_dir or None, engine_dir=self.runtime__engine_dir or None,
-                    short_side=self.model__short_side, deterministic=self.model__deterministic)
+                    deterministic=self.model__deterministic)
 
     def input_limits(self) -> InputLimits:
         return InputLimits(max_image_pixels=self.limits__max_image_pixels,
@@ -147,9 +154,10 @@ class SeemParams:
 
 DESCRIPTIONS = {
     'model.checkpoint': 'SEEM checkpoint file (official .pt format); required',
-    'model.variant': 'model variant: focalt | focall (tiny: tests only)',
-    'model.version': 'decoder version of the checkpoint: v1 | v0',
-    'model.short_side': 'input images are resized so that their short side has this many pixels',
+    'model.variant': "model variant: focalt | focall | tiny; '' = what the checkpoint says, else focalt",
+    'model.version': "decoder version of the checkpoint: v1 | v0; '' = what the checkpoint says, else v1",
+    'model.short_side': 'input images are resized so that their short side has this many pixels; 0 = what the '
+                        'checkpoint says, else 512 (the official demo)',
     'model.deterministic': 'reproducible masks (seeded sampling of prompt pixels)',
     'runtime.backend': 'inference backend: auto | torch | onnxruntime | tensorrt | onnxruntime-cuda | torch-cuda | '
                        'onnxruntime-cpu | torch-cpu (auto: the first that works, in that order)',

@@ -119,7 +119,7 @@ class SeemNode(LifecycleNode):
             predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
         except Exception as exc:  # noqa: BLE001 - any loading problem fails the transition
             self.get_logger().error(f"configure failed: cannot load checkpoint '{checkpoint}' as "
-                                    f'{params.model__variant}/{params.model__version}: {type(exc).__name__}: {exc}')
+                                    f'{params.requested_model()}: {type(exc).__name__}: {exc}')
             return TransitionCallbackReturn.FAILURE
         self.params = params
         self.pipeline = Pipeline(predictor, params.pipeline_config(), self._ids)
@@ -146,9 +146,8 @@ class SeemNode(LifecycleNode):
                                                        (RemoveObject, '~/remove_object', self._on_remove_object),
                                                        (Reset, '~/reset', self._on_reset),
                                                        (ListObjects, '~/list_objects', self._on_list_objects))]
-        self.get_logger().info(f'configured: {params.model__variant}/{params.model__version} on '
-                               f'{predictor.backend.describe()} ({params.runtime__precision}), '
-                               f'short side {params.model__short_side}, mode {params.pipeline__mode}, '
+        self.get_logger().info(f'configured: {predictor.model_name} on {predictor.backend.describe()} '
+                               f'({params.runtime__precision}), mode {params.pipeline__mode}, '
                                f'loaded in {time.perf_counter() - t0:.1f} s')
         return TransitionCallbackReturn.SUCCESS
 
@@ -517,7 +516,7 @@ class SeemNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, 'no images received'
         values = {
             'backend': pipeline.predictor.backend.name, 'device': params.runtime__device,
-            'precision': params.runtime__precision, 'model': f'{params.model__variant}/{params.model__version}',
+            'precision': params.runtime__precision, 'model': pipeline.predictor.model_name,
             'mode': pipeline.config.mode.value, 'frames_received': s['received'], 'frames_processed': s['processed'],
             'frames_dropped': dropped, 'input_errors': s['input_errors'], 'inference_errors': s['inference_errors'],
             'latency_ms': round(s['latency_ms'], 1),

@@ -254,10 +254,12 @@ def _keep(examples):
     return examples
 
 
-def export_checkpoint(model: SeemModel, path) -> None:
-    """Write ``model`` as an official-format checkpoint with float16 floating-point tensors."""
+def export_checkpoint(model: SeemModel, path, *, variant: str, short_side: int) -> None:
+    """Write ``model`` as an official-format checkpoint with float16 floating-point tensors, saying
+    its ``variant``, decoder version and the ``short_side`` it was trained at."""
     state = {k: v.half() if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_checkpoint(state, path)
+    save_checkpoint(state, path, metadata={'variant': variant, 'version': model.decoder.version,
+                                           'short_side': int(short_side)})
 
 
 def build_parser(parser=None) -> argparse.ArgumentParser:
@@ -307,7 +309,7 @@ def main(argv=None) -> int:
     def save(step):
         torch.save({'settings': settings, 'model': model.state_dict(), 'optimizer': optimizer.state_dict(),
                     'step': step, 'elapsed': elapsed + time.monotonic() - began}, state_path)
-        export_checkpoint(model, args.out)
+        export_checkpoint(model, args.out, variant=args.variant, short_side=args.short_side)
 
     running: Dict[str, float] = {}
     step = start

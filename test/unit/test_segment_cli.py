@@ -100,3 +100,15 @@ def test_empty_mask_and_missing_checkpoint_exit_2(tmp_path):
     assert out.returncode == 2 and 'empty' in out.stderr
     out = segment('--image', IMAGE, '--checkpoint', tmp_path / 'none.pt', '--click', '5,5', '--out', tmp_path)
     assert out.returncode == 2 and '--checkpoint' in out.stderr
+
+
+def test_a_checkpoint_that_says_its_variant_and_size_runs_as_it_says(tmp_path):
+    """The shipped model says tiny, v1, short side 120: a 640x480 image becomes 160x120 (padded
+    160x128), with no --variant or --short-side."""
+    image = tmp_path / 'frame.png'
+    cv2.imwrite(str(image), np.full((480, 640, 3), 90, np.uint8))
+    shipped = reference.FIXTURES.parents[1] / 'models' / 'seem_tiny.pt'
+    out = segment('--image', image, '--checkpoint', shipped, '--click', '320,240', '--out', tmp_path / 'out')
+    assert out.returncode == 0, out.stderr
+    result = np.load(tmp_path / 'out' / 'result.npz')
+    assert result['prev_mask'].shape == (1, 1, 32, 40) and result['final_masks'].shape == (1, 480, 640)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from seem_ros.model.build import build_seem
-from seem_ros.model.checkpoint import read_state_dict
+from seem_ros.model.checkpoint import read_metadata, read_state_dict
 from seem_ros.predictor import SeemPredictor
 from seem_ros.training import data, losses, train
 
@@ -181,18 +181,24 @@ def test_train_command_is_deterministic_and_resumes(tmp_path, monkeypatch, capsy
     assert 'resuming at step 1' in capsys.readouterr().out
     a, b = read_state_dict(tmp_path / 'a.pt'), read_state_dict(tmp_path / 'b.pt')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert read_metadata(tmp_path / 'b.pt') == {'variant': 'tiny', 'version': 'v1', 'short_side': 48}
     assert train.main(['--out', str(tmp_path / 'b.pt'), '--steps', '3'] + args[2:]) == 2   # other settings
 
 
 # ---------------------------------------------------------------- the shipped model
 
-def test_shipped_model_is_small_and_loads_strictly():
+def test_shipped_model_is_small_loads_strictly_and_says_how_it_runs():
     assert SHIPPED.stat().st_size < 25 * 2 ** 20
-    state = torch.load(SHIPPED, map_location='cpu', weights_only=True)
+    data = torch.load(SHIPPED, map_location='cpu', weights_only=True)
+    assert set(data) == {'model', 'seem_ros'} and read_metadata(SHIPPED) == {
+        'variant': 'tiny', 'version': 'v1', 'short_side': 120}
+    state = data['model']                      # the official flat state dict
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     assert not any(k.startswith(('module.', 'model.')) for k in state)
     model = build_seem('tiny', checkpoint=SHIPPED)
     assert all(torch.equal(p, state[k].float()) for k, p in model.state_dict().items())
+    predictor = SeemPredictor.from_checkpoint(SHIPPED)
+    assert (predictor.variant, predictor.version, predictor.short_side) == ('tiny', 'v1', 120)
 
 
 def _quality_bench():
