@@ -527,10 +527,11 @@ class LatestFrameWorker:
             with self._cond:
                 self.processed += 1
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Stop after the running item (a waiting one is discarded) and join the thread."""
+    def stop(self) -> None:
+        """Stop after the running item (a waiting one is discarded): returns once it is done, so
+        that nothing it does (publishing, say) outlasts the call."""
         with self._cond:
             self._stopping = True
             self._item = None
             self._cond.notify()
-        self._thread.join(timeout)
+        self._thread.join()

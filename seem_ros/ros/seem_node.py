@@ -314,16 +314,19 @@ class SeemNode(LifecycleNode):
         worker.submit((frame, time.perf_counter()))
 
     def _infer(self, item) -> None:
-        """Worker: run the pipeline, then pair depth, publish every output with the image header."""
+        """Worker: run the pipeline, then pair depth, publish every output with the image header.
+
+        The job keeps the pipeline, parameters and publishers it started with (deactivate waits
+        for it, see :meth:`_stop_inputs`), so a reconfiguration never sees half of it."""
         frame, received = item
-        pipeline, params = self.pipeline, self.params
+        pipeline, params, pubs = self.pipeline, self.params, self._pubs
         if pipeline is None:
             return
         result = pipeline.process(frame)
         for warning in result.warnings:
             if self._throttle(warning):
                 self.get_logger().warning(warning)
-        self._publish(result, self._geometry(result, params) if params.depth__enabled else None)
+        self._publish(pubs, result, self._geometry(result, params) if params.depth__enabled else None)
         latency = (time.perf_counter() - received) * 1e3
         with self._lock:
             s = self._stats
@@ -365,10 +368,10 @@ class SeemNode(LifecycleNode):
         if self._throttle(text):
             self.get_logger().warning(f'{text} (repeats are logged every {self._throttle.period:g} s)')
 
-    def _publish(self, result: FrameResult, geometries: Optional[list]) -> None:
-        """Every output of ``result``; the 3D ones (empty without ``geometries``) when enabled."""
+    @staticmethod
+    def _publish(pubs: dict, result: FrameResult, geometries: Optional[list]) -> None:
+        """Every output of ``result`` on ``pubs``; the 3D ones (empty without ``geometries``) when enabled."""
         header = Header(stamp=conv.ns_to_stamp(result.frame.stamp_ns), frame_id=result.frame.frame_id)
-        pubs = self._pubs
         pubs['objects'].publish(conv.result_to_msg(result, header, geometries))
         if 'label_image' in pubs:
             pubs['label_image'].publish(conv.numpy_to_image(result.label_image, 'mono16', header))

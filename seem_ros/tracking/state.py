@@ -7,6 +7,7 @@ velocities are the mask centroid (x, y) in pixels and pixels per second.
 from __future__ import annotations
 
 import enum
+import threading
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Set, Tuple
@@ -38,30 +39,34 @@ class IdPool:
     """Track ids 1..65535 in increasing order; after 65535 it wraps around, skipping ids in use.
 
     Share one pool between the prompted and the everything tracker so that their ids never
-    collide in the label image.
+    collide in the label image. Thread-safe: the two trackers run under different locks.
     """
 
     def __init__(self) -> None:
         self._next = 1
         self._in_use: Set[int] = set()
+        self._lock = threading.Lock()
 
     def take(self) -> int:
         """A fresh id, marked in use. Raises RuntimeError when all 65535 ids are in use."""
-        if len(self._in_use) >= MAX_ID:
-            raise RuntimeError('all 65535 track ids are in use')
-        while self._next in self._in_use:
+        with self._lock:
+            if len(self._in_use) >= MAX_ID:
+                raise RuntimeError('all 65535 track ids are in use')
+            while self._next in self._in_use:
+                self._next = self._next % MAX_ID + 1
+            taken = self._next
+            self._in_use.add(taken)
             self._next = self._next % MAX_ID + 1
-        taken = self._next
-        self._in_use.add(taken)
-        self._next = self._next % MAX_ID + 1
-        return taken
+            return taken
 
     def release(self, track_id: int) -> None:
         """Return ``track_id`` to the pool (unknown ids are ignored)."""
-        self._in_use.discard(track_id)
+        with self._lock:
+            self._in_use.discard(track_id)
 
     def __contains__(self, track_id: int) -> bool:
-        return track_id in self._in_use
+        with self._lock:
+            return track_id in self._in_use
 
 
 class AppearanceBank:

@@ -360,3 +360,21 @@ def test_worker_survives_errors():
         time.sleep(0.01)
     worker.stop()
     assert len(errors) == 1 and isinstance(errors[0], ZeroDivisionError) and worker.processed == 2
+
+
+def test_worker_stop_waits_for_the_running_item_however_long_it_takes():
+    """Deactivate stops the worker: nothing the running item does may outlast the stop (a 10 s
+    bound would be shorter than one Focal-T CPU frame)."""
+    events = []
+
+    def handle(item):
+        time.sleep(1.5)
+        events.append('done')
+
+    worker = LatestFrameWorker(handle, lambda exc: None)
+    worker.submit(0)
+    time.sleep(0.05)
+    worker.submit(1)                                  # waiting: discarded by the stop
+    worker.stop()
+    events.append('stopped')
+    assert events == ['done', 'stopped'] and worker.processed == 1
