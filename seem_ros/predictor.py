@@ -119,10 +119,11 @@ class SeemPredictor:
         ``variant``, ``version`` and ``short_side`` left None are what the checkpoint says of
         itself (:func:`~seem_ros.model.checkpoint.read_metadata`; the variant else from the
         shapes of its tensors), else :data:`DEFAULT_MODEL` (the official Focal-T v1 at the demo's
-        short side 512); the predictor's ``variant`` tells the one used. ``backend``: a name of :data:`~seem_ros.runtime.backend.BACKENDS`, an alias
-        ('torch', 'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda ->
-        onnxruntime-cpu -> torch-cpu); graph backends read the ``seem-ros export`` output in
-        ``onnx_dir``.
+        short side 512); the predictor's ``variant`` tells the one used.
+
+        ``backend``: a name of :data:`~seem_ros.runtime.backend.BACKENDS`, an alias ('torch',
+        'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda -> onnxruntime-cpu ->
+        torch-cpu); graph backends read the ``seem-ros export`` output in ``onnx_dir``.
         """
         given = {'variant': variant, 'version': version, 'short_side': short_side}
         said = read_metadata(checkpoint)
