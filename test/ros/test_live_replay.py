@@ -27,7 +27,7 @@ from seem_ros.scenes.bag import TOPICS, write_bag
 from seem_ros.scenes.render import build_scene
 
 ROOT = Path(__file__).resolve().parents[2]
-N, H, W = 12, 120, 160
+N, H, W = 30, 120, 160          # 2 s of bag at 15 fps: the /clock listener here discovers the player in time
 TIMEOUT = 300.0
 
 
