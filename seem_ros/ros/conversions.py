@@ -152,6 +152,11 @@ def count_tokens(text: str) -> int:
     return count([text])[0]
 
 
+def _check_length(text: str, limits: InputLimits) -> None:
+    if len(text) > limits.max_text_chars:
+        raise PromptError(f'text of {len(text)} characters exceeds {limits.max_text_chars} (limits.max_text_chars)')
+
+
 def clean_text(text: str, limits: InputLimits = InputLimits()) -> Tuple[str, List[str]]:
     """``text`` with control characters and runs of white space made single spaces, stripped, cut
     to the words that fit in 77 CLIP tokens; returns (text, warnings).
@@ -159,8 +164,7 @@ def clean_text(text: str, limits: InputLimits = InputLimits()) -> Tuple[str, Lis
     Raises :class:`PromptError` for text over ``limits.max_text_chars`` or a first word that
     alone exceeds 77 tokens.
     """
-    if len(text) > limits.max_text_chars:
-        raise PromptError(f'text of {len(text)} characters exceeds {limits.max_text_chars} (limits.max_text_chars)')
+    _check_length(text, limits)
     text = ' '.join(''.join(c if c.isprintable() else ' ' for c in text).split())   # no control characters
     if not text or count_tokens(text) <= MAX_TEXT_TOKENS:
         return text, []
@@ -178,8 +182,7 @@ def clean_text(text: str, limits: InputLimits = InputLimits()) -> Tuple[str, Lis
 def text_to_prompts(text: str, limits: InputLimits = InputLimits()) -> Tuple[List[ObjectPrompt], List[str]]:
     """One text prompt per comma-separated item of ``text``; raises :class:`PromptError` when it
     is empty, over ``limits.max_text_chars`` or has more than ``limits.max_text_items`` items."""
-    if len(text) > limits.max_text_chars:
-        raise PromptError(f'text of {len(text)} characters exceeds {limits.max_text_chars} (limits.max_text_chars)')
+    _check_length(text, limits)
     items = text.split(',')
     if len(items) > limits.max_text_items:
         raise PromptError(f'{len(items)} comma-separated objects in one text, at most {limits.max_text_items} '
