@@ -9,13 +9,19 @@ predictor with ``--short-side`` and padded to 32) and backend (``--backends``, d
 * ``preprocess``: short-side resize + normalize + pad of the camera image;
 * ``encoder``: backbone + pixel decoder;
 * ``decoder_1p`` / ``decoder_4p`` / ``decoder_16p``: prompt encoding + decoder for 1, 4, 16 click
-  prompts (fixed-shape backends always run P_max = 16 slots: the three are the same work there);
+  prompts (one point each; fixed-shape backends always run P_max = 16 slots and N_max points: the
+  three are the same work there);
+* ``decoder_1p_mask`` / ``decoder_4p_mask`` / ``decoder_16p_mask``: the same for 1, 4, 16 mask
+  prompts (:func:`object_masks`, the 512-point budget of the image is used up: N = 512 tokens);
 * ``text_cold`` / ``text_cached``: open-vocabulary embeddings of ``VOCABULARY`` (81 templates per
   class) on an empty cache (one sample: cold happens once), then from the cache;
 * ``postprocess_4p``: 4 mask logits -> binary masks at camera size (bilinear);
 * ``postprocess_panoptic``: 101 queries -> panoptic id map at camera size (bicubic + merge);
-* ``frame_4p``: a whole prompted frame (preprocess, encoder, 4-prompt decode, postprocess), timed
-  end to end, not summed.
+* ``frame_4p``: a whole prompted frame (preprocess, encoder, 4-click decode, postprocess), timed
+  end to end, not summed;
+* ``frame_track_1`` / ``frame_track_4`` / ``frame_track_16``: a whole frame of a tracker with 1, 4,
+  16 objects: preprocess, encoder, the previous masks as mask prompts plus their ``prev_mask``
+  memory, decode, postprocess of the N masks (end to end).
 
 Every number is a measurement of that stage on that machine (median and p90 over ``--repeat``
 runs after ``--warmup``; CUDA work is synchronized before each clock read); nothing is scaled
@@ -53,8 +59,9 @@ from seem_ros.runtime import export as ex  # noqa: E402
 
 VOCABULARY = ['person', 'chair', 'cup', 'bottle', 'table', 'laptop', 'dog', 'car', 'book', 'plant']
 PROMPT_COUNTS = (1, 4, 16)
-STAGES = ('preprocess', 'encoder', 'decoder_1p', 'decoder_4p', 'decoder_16p', 'text_cold', 'text_cached',
-          'postprocess_4p', 'postprocess_panoptic', 'frame_4p')
+STAGES = ('preprocess', 'encoder', *(f'decoder_{n}p' for n in PROMPT_COUNTS),
+          *(f'decoder_{n}p_mask' for n in PROMPT_COUNTS), 'text_cold', 'text_cached', 'postprocess_4p',
+          'postprocess_panoptic', 'frame_4p', *(f'frame_track_{n}' for n in PROMPT_COUNTS))
 
 
 def parse_size(text: str):
@@ -78,6 +85,18 @@ def click_masks(count: int, padded, valid) -> torch.Tensor:
         y = int((i // 4 + 0.5) / 4 * valid[0]) % valid[0]
         x = int((i % 4 + 0.5) / 4 * valid[1]) % valid[1]
         masks[i, y, x] = True
+    return masks
+
+
+def object_masks(count: int, padded, valid) -> torch.Tensor:
+    """(count, Hp, Wp) bool masks of tracked objects: ellipses of 1/8 x 1/8 of the valid image
+    (about 1.2 % of it each, thousands of pixels) on a 4 x 4 grid."""
+    ys = torch.arange(padded[0])[:, None].float()
+    xs = torch.arange(padded[1])[None, :].float()
+    masks = torch.zeros(count, *padded, dtype=torch.bool)
+    for i in range(count):
+        cy, cx = (i // 4 + 0.5) / 4 * valid[0], (i % 4 + 0.5) / 4 * valid[1]
+        masks[i] = ((ys - cy) / (valid[0] / 16)) ** 2 + ((xs - cx) / (valid[1] / 16)) ** 2 <= 1
     return masks
 
 
@@ -132,7 +151,7 @@ def ensure_exports(model, variant, onnx_dir: Path, sizes, precision: str) -> Non
     """Export the graphs this benchmark needs that ``onnx_dir`` does not hold yet (not timed)."""
     cfg = ex.ExportConfig.of(model, variant, p_max=max(PROMPT_COUNTS), t_max=77)
     have = set(ex.read_manifest(onnx_dir)['graphs']) if (onnx_dir / ex.MANIFEST).is_file() else set()
-    for kind, size, prec in ex.plan(['encoder', 'text', 'decoder'], sizes, [precision]):
+    for kind, size, prec in ex.plan(['encoder', 'text', 'decoder', 'memory'], sizes, [precision]):
         if ex.graph_name(kind, size, prec) not in have:
             print(f'exporting {variant} {ex.graph_name(kind, size, prec)} (not timed)', file=sys.stderr)
             ex.export_graph(model, cfg, kind, size, onnx_dir, precision=prec)
@@ -154,19 +173,20 @@ def bench_backend(backend, sizes, camera_sizes, timer: Timer, short_side: int) -
         assert tuple(tensor.shape[-2:]) == tuple(padded), (tensor.shape, padded)
         rows['encoder'] = timer.measure(lambda: backend.encode_image(tensor, valid))
         features = backend.encode_image(tensor, valid)
+        prompts = {(count, suffix): make(count, padded, valid).to(backend.device) for count in PROMPT_COUNTS
+                   for suffix, make in (('', click_masks), ('_mask', object_masks))}
         outputs = {}
-        for count in PROMPT_COUNTS:
-            masks = click_masks(count, padded, valid).to(backend.device)
+        for (count, suffix), masks in prompts.items():
 
-            def decode(masks=masks, count=count):
-                spatial = backend.encode_prompts(features, masks)
-                outputs[count] = backend.decode(features, spatial=spatial)
+            def decode(masks=masks, key=(count, suffix)):
+                spatial = backend.encode_prompts(features, masks, generator=torch.Generator().manual_seed(0))
+                outputs[key] = backend.decode(features, spatial=spatial)
 
-            rows[f'decoder_{count}p'] = timer.measure(decode)
+            rows[f'decoder_{count}p{suffix}'] = timer.measure(decode)
         backend.clear_text_cache()
         rows['text_cold'] = summary([timer.once(lambda: backend.vocabulary_embeddings(VOCABULARY))])
         rows['text_cached'] = timer.measure(lambda: backend.vocabulary_embeddings(VOCABULARY))
-        low = outputs[4]['prev_mask'][0]
+        low = outputs[4, '']['prev_mask'][0]
         rows['postprocess_4p'] = timer.measure(
             lambda: resize_mask_logits(low, features.padded_size, valid, (height, width), final_mode='bilinear') > 0)
         text = backend.vocabulary_embeddings(VOCABULARY)
@@ -187,6 +207,17 @@ def bench_backend(backend, sizes, camera_sizes, timer: Timer, short_side: int) -
                                       final_mode='bilinear') > 0
 
         rows['frame_4p'] = timer.measure(frame)
+        for count in PROMPT_COUNTS:
+
+            def track_frame(masks=prompts[count, '_mask'], prev=outputs[count, '_mask']['prev_mask']):
+                _, frame_tensor, frame_valid = preprocess()
+                feats = backend.encode_image(frame_tensor, frame_valid)
+                spatial = backend.encode_prompts(feats, masks, generator=torch.Generator().manual_seed(0))
+                out = backend.decode(feats, spatial=spatial, prev_mask=prev)
+                return resize_mask_logits(out['prev_mask'][0], feats.padded_size, frame_valid, (height, width),
+                                          final_mode='bilinear') > 0
+
+            rows[f'frame_track_{count}'] = timer.measure(track_frame)
         results[f'{width}x{height}'] = {'padded_input': list(padded), **rows}
     return results
 
@@ -229,8 +260,9 @@ def print_table(report: dict) -> None:
             for stage in STAGES:
                 cells = [f'{_ms(data[s][stage]["median_ms"])} ({_ms(data[s][stage]["p90_ms"])})' for s in sizes]
                 print(f'| {stage} | ' + ' | '.join(cells) + ' |')
-            frame = [f'{1000 / data[s]["frame_4p"]["median_ms"]:.2f} fps' for s in sizes]
-            print('| throughput (frame_4p) | ' + ' | '.join(frame) + ' |')
+            for stage in ('frame_4p', *(f'frame_track_{n}' for n in PROMPT_COUNTS)):
+                frame = [f'{1000 / data[s][stage]["median_ms"]:.2f} fps' for s in sizes]
+                print(f'| throughput ({stage}) | ' + ' | '.join(frame) + ' |')
 
 
 def main(argv=None) -> int:

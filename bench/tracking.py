@@ -18,8 +18,11 @@ Part 1, the trackers alone on ground truth, to measure association apart from se
 
 Part 2, end to end with the shipped small model (``--checkpoint``): the scripted prompts through
 :class:`PromptedTracker` (``e2e-prompted``), and everything mode with the shape names as the
-vocabulary through :class:`EverythingTracker` (``e2e-everything``). Skipped, with a message,
-when the checkpoint is absent.
+vocabulary through :class:`EverythingTracker` (``e2e-everything``), on each of ``--e2e-backends``
+(default torch and onnxruntime; the rows of a graph backend are suffixed with its name, e.g.
+``e2e-prompted-onnxruntime``; its graphs come from the export cache of
+:mod:`seem_ros.runtime.export_cache`, exported on first use). Skipped, with a message, when the
+checkpoint is absent.
 
 Metrics: HOTA, MOTA, IDF1 and ID switches from trackeval (HOTA, CLEAR, Identity; mask IoU),
 J&F of prompted objects over the frames after their prompt (DAVIS protocol),
@@ -32,6 +35,7 @@ false positives).
 Usage::
 
     python bench/tracking.py [--seeds 0:25] [--e2e-seeds 0:3] [--checkpoint models/seem_tiny.pt]
+                             [--e2e-backends torch,onnxruntime]
                              [--json bench/results/tracking.json]
 
 Prints a table and writes JSON.
@@ -491,6 +495,17 @@ def _override(text: str) -> tuple:
     return key, json.loads(value)
 
 
+def e2e_predictor(args, backend: str):
+    """The shipped model on ``backend`` (graph backends: the cached export of the camera size)."""
+    from seem_ros.predictor import SeemPredictor, cached_export_for
+    onnx_dir = None
+    if not backend.startswith('torch'):
+        onnx_dir = cached_export_for(args.checkpoint, args.height, args.width, variant=args.variant,
+                                     short_side=args.short_side, log=lambda line: print(line, file=sys.stderr))
+    return SeemPredictor.from_checkpoint(args.checkpoint, variant=args.variant, short_side=args.short_side,
+                                         backend=backend, onnx_dir=onnx_dir)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -501,6 +516,8 @@ def main(argv=None) -> int:
     parser.add_argument('--scenarios', default=','.join(SCENARIOS), help='comma list (default all)')
     parser.add_argument('--checkpoint', type=Path, default=Path('models/seem_tiny.pt'))
     parser.add_argument('--variant', default='tiny')
+    parser.add_argument('--e2e-backends', default='torch,onnxruntime',
+                        help='comma list of part 2 backends (default torch,onnxruntime)')
     parser.add_argument('--short-side', type=int, default=120, help='model input short side (part 2; default 120, '
                         'as training)')
     parser.add_argument('--width', type=int, default=640)
@@ -556,22 +573,23 @@ def main(argv=None) -> int:
         print(f'part 2 (end to end) skipped: checkpoint {args.checkpoint} not found '
               f'(pass --checkpoint, or train and ship models/seem_tiny.pt first)', file=sys.stderr)
     elif e2e:
-        from seem_ros.predictor import SeemPredictor
-        predictor = SeemPredictor.from_checkpoint(args.checkpoint, variant=args.variant, short_side=args.short_side)
-        t0 = time.perf_counter()
-        logs, ev_logs = [], []
-        with Progress(len(scenarios) * len(args.e2e_seeds), 'e2e', unit='scenes') as bar:
-            for scene in scenes(args.e2e_seeds):
-                log, ev_log = run_prompted(scene, predictor, prompted, args.min_visible_px, vocabulary=SHAPES,
-                                           everything=everything if 'e2e-everything' in parts else None)
-                logs.append(log)
-                ev_logs.append(ev_log)
-                bar.update()
-        if 'e2e-prompted' in parts:
-            results['e2e-prompted'] = summarize(logs)
-        if 'e2e-everything' in parts:
-            results['e2e-everything'] = summarize(ev_logs)
-        timings['e2e'] = time.perf_counter() - t0
+        for backend in [b.strip() for b in args.e2e_backends.split(',') if b.strip()]:
+            suffix = '' if backend.startswith('torch') else f'-{backend.split("-")[0]}'
+            predictor = e2e_predictor(args, backend)
+            t0 = time.perf_counter()
+            logs, ev_logs = [], []
+            with Progress(len(scenarios) * len(args.e2e_seeds), f'e2e {backend}', unit='scenes') as bar:
+                for scene in scenes(args.e2e_seeds):
+                    log, ev_log = run_prompted(scene, predictor, prompted, args.min_visible_px, vocabulary=SHAPES,
+                                               everything=everything if 'e2e-everything' in parts else None)
+                    logs.append(log)
+                    ev_logs.append(ev_log)
+                    bar.update()
+            if 'e2e-prompted' in parts:
+                results[f'e2e-prompted{suffix}'] = summarize(logs)
+            if 'e2e-everything' in parts:
+                results[f'e2e-everything{suffix}'] = summarize(ev_logs)
+            timings[f'e2e{suffix}'] = time.perf_counter() - t0
 
     print(table(results))
     print(f"targets: IDF1 >= {TARGETS['IDF1']}; {TARGETS['occlusion_switches_2s']} ID switches for occlusions "

@@ -37,6 +37,9 @@ __all__ = ['Frame', 'FrameResult', 'IdPool', 'LatestFrameWorker', 'Mode', 'Objec
 EVERYTHING_OVERLAP_IOU = 0.5
 """An everything-mode segment overlapping a visible prompted object this much is that object."""
 
+MIN_REFERENCE_CACHE = 8
+"""Encoded referring patches the predictor keeps at least (else one per ``max_objects``)."""
+
 _BEFORE_FIRST_FRAME_NS = 2**62
 """Creation stamp given to the tracker for an object prompted before any frame: it cannot time
 out before it is first found (the first frame's stamp is not known yet)."""
@@ -287,6 +290,11 @@ class Pipeline:
         self._prompted = PromptedTracker(predictor, config.prompted, self._ids)
         self._everything = EverythingTracker(config.everything, self._ids)
         self._bindings: Dict[int, _Binding] = {}
+        self._reserve_references(config)
+
+    def _reserve_references(self, config: PipelineConfig) -> None:
+        """Room in the predictor's cache of encoded referring patches for one per object."""
+        self.predictor.reference_cache_size = max(config.max_objects, MIN_REFERENCE_CACHE)
 
     @property
     def config(self) -> PipelineConfig:
@@ -300,6 +308,7 @@ class Pipeline:
                 self._everything.reset()
             self._prompted.config = config.prompted
             self._everything.config = config.everything
+            self._reserve_references(config)
             self._config = config
 
     def remember(self, frame: Frame) -> None:

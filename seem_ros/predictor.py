@@ -1,12 +1,26 @@
 """SeemPredictor: encode an image once, then answer many prompts (the SAM predictor split).
 
 ``set_image`` runs the backbone and pixel decoder once and caches the features; ``predict`` runs
-the SEEM decoder for any list of :class:`~seem_ros.prompts.ObjectPrompt` (one mask per object, all
-objects in one decoder pass in v1); ``segment_everything`` / ``semantic`` / ``instances`` run the
-open-vocabulary object-query path. Text embeddings and encoded referring patches are cached.
+the SEEM decoder for any list of :class:`~seem_ros.prompts.ObjectPrompt` (one mask per object);
+``segment_everything`` / ``semantic`` / ``instances`` run the open-vocabulary object-query path.
+
+The frame program is the same on every backend and only uses shapes of the frame's padded model
+input (Hp, Wp), the one size a graph backend was exported for:
+
+* one image-encoder pass per frame (``set_image``);
+* referring patches (the user's, and the trackers' references) are encoded once into a canvas of
+  the frame's size (:func:`~seem_ros.model.preprocess.fitted_size`: the official resize when it
+  fits, else letterboxed to fit; zero padding outside its valid region) and cached by content
+  (``reference_cache_size`` entries); the patches of one pass share the backend's
+  ``reference_points`` prompt points (at most the official 512 each), so that any pass fits the
+  exported ``n_max`` points;
+* sentence embeddings are cached per string;
+* every object, visual, referring and text, goes through one decoder pass (v1), split only by a
+  backend's fixed ``p_max`` prompt slots and ``t_max`` grounding tokens.
 
 Conventions: images are (H, W, 3) uint8 RGB; output masks are (H, W) bool at the size given to
-``set_image``; pixel coordinates are (x, y) of that image.
+``set_image``; pixel coordinates are (x, y) of that image; mask logits that feed the next round
+(``prev_mask``) stay torch tensors on the backend's device.
 """
 from __future__ import annotations
 
@@ -15,7 +29,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -23,7 +37,7 @@ import torch.nn.functional as F
 
 from .model.postprocess import (instance_inference, panoptic_inference, resize_mask_logits,
                                 semantic_inference)
-from .model.preprocess import normalize_and_pad, resize_short_side
+from .model.preprocess import fitted_size, normalize_and_pad, resize_to
 from .model.build import matching_variant
 from .model.checkpoint import read_metadata, read_state_dict
 from .model.query_decoder import grounding_match
@@ -34,9 +48,34 @@ from .rasterize import rasterize
 from .runtime.backend import Backend, select_backend
 from .runtime.torch_backend import TorchBackend
 
-_REFERENCE_CACHE_SIZE = 8
+REFERENCE_CACHE_SIZE = 32
+"""Encoded referring patches kept by default (the pipeline makes room for ``max_objects``)."""
+SENTENCE_CACHE_SIZE = 256
+"""Sentence embeddings kept (per string)."""
 DEFAULT_MODEL = {'variant': 'focalt', 'version': 'v1', 'short_side': 512}
 """What a checkpoint that says nothing of itself (an official file) is run as."""
+
+
+def resolve_model(checkpoint, *, variant: Optional[str] = None, version: Optional[str] = None,
+                  short_side: Optional[int] = None) -> Dict[str, object]:
+    """``{'variant', 'version', 'short_side'}`` to run ``checkpoint`` as: each given value, else what
+    the checkpoint says of itself (:func:`~seem_ros.model.checkpoint.read_metadata`; the variant
+    else from the shapes of its tensors), else :data:`DEFAULT_MODEL`."""
+    given = {'variant': variant, 'version': version, 'short_side': short_side}
+    said = read_metadata(checkpoint)
+    if variant is None and 'variant' not in said:          # the variant its tensors are shaped for
+        said['variant'] = matching_variant(read_state_dict(checkpoint)) or DEFAULT_MODEL['variant']
+    return {key: said.get(key, DEFAULT_MODEL[key]) if value is None else value for key, value in given.items()}
+
+
+def cached_export_for(checkpoint, height: int, width: int, *, variant: Optional[str] = None,
+                      version: Optional[str] = None, short_side: Optional[int] = None, log=print):
+    """The export directory of ``checkpoint`` (run as :func:`resolve_model` says) for (height,
+    width) camera images, from the export cache (exported on first use, ``log`` tells so)."""
+    from .runtime.export_cache import cached_export
+    model = resolve_model(checkpoint, variant=variant, version=version, short_side=short_side)
+    return cached_export(checkpoint, variant=model['variant'], version=model['version'], height=height, width=width,
+                         short_side=model['short_side'], log=log)
 
 
 @dataclass
@@ -48,8 +87,9 @@ class SeemResult:
     confidence: (N,) float32 in [0, 1], mean mask probability inside the mask (0 when empty).
     labels: object names (text, name, or 'object'). selected_index: (N,) int64, v1: index into
     the 3·P spatial queries, v0: into the 101 queries, text: the matched grounding query.
-    prev_mask: (N, H/4, W/4) float32 low-resolution logits of the padded input; pass them back as
-    ``prev_mask`` for the same prompts in the next round. embeddings: (N, C) float32 L2-normalized
+    prev_mask: (N, Hp/4, Wp/4) float32 torch tensor on the backend's device, low-resolution logits of
+    the padded input; pass them back as ``prev_mask`` for the same prompts in the next round
+    (they never leave the device). embeddings: (N, C) float32 L2-normalized
     ``decoder_norm(q) @ class_embed`` of the selected query (appearance/semantics, for tracking).
     """
 
@@ -58,7 +98,7 @@ class SeemResult:
     confidence: np.ndarray
     labels: List[str]
     selected_index: np.ndarray
-    prev_mask: np.ndarray
+    prev_mask: torch.Tensor
     embeddings: np.ndarray
 
 
@@ -98,9 +138,11 @@ class SeemPredictor:
         deterministic: reproducible prompt sampling (seeded generator above the prompt-pixel
             budget); the spatial query choice is always the fixed rule ``prompt p -> queries 3p..3p+2``.
         seed: seed of the sampling generator in deterministic mode.
+        reference_cache_size: encoded referring patches kept (least recently used go first).
     """
 
-    def __init__(self, backend, *, short_side: int = 512, deterministic: bool = True, seed: int = 0):
+    def __init__(self, backend, *, short_side: int = 512, deterministic: bool = True, seed: int = 0,
+                 reference_cache_size: int = REFERENCE_CACHE_SIZE):
         self.backend: Backend = TorchBackend(backend) if isinstance(backend, SeemModel) else backend
         self.variant: Optional[str] = None          # set by from_checkpoint
         self.short_side = int(short_side)
@@ -108,7 +150,9 @@ class SeemPredictor:
         self.seed = seed
         self.timings: Dict[str, float] = {}
         self._image: Optional[_Image] = None
+        self.reference_cache_size = reference_cache_size
         self._references: OrderedDict = OrderedDict()
+        self._sentences: OrderedDict = OrderedDict()
 
     @classmethod
     def from_checkpoint(cls, checkpoint, *, variant: Optional[str] = None, version: Optional[str] = None,
@@ -125,11 +169,7 @@ class SeemPredictor:
         'onnxruntime') or 'auto' (tensorrt -> onnxruntime-cuda -> torch-cuda -> onnxruntime-cpu ->
         torch-cpu); graph backends read the ``seem-ros export`` output in ``onnx_dir``.
         """
-        given = {'variant': variant, 'version': version, 'short_side': short_side}
-        said = read_metadata(checkpoint)
-        if variant is None and 'variant' not in said:          # the variant its tensors are shaped for
-            said['variant'] = matching_variant(read_state_dict(checkpoint)) or DEFAULT_MODEL['variant']
-        chosen = {key: said.get(key, DEFAULT_MODEL[key]) if value is None else value for key, value in given.items()}
+        chosen = resolve_model(checkpoint, variant=variant, version=version, short_side=short_side)
         if backend == 'torch':
             backend = 'torch-cuda' if torch.device(device).type == 'cuda' else 'torch-cpu'
         engine = select_backend(backend, checkpoint=checkpoint, variant=chosen['variant'], version=chosen['version'],
@@ -160,14 +200,17 @@ class SeemPredictor:
             torch.cuda.synchronize(self.device)
         self.timings[stage] = (time.perf_counter() - start) * 1000.0
 
-    def _encode(self, image) -> _Image:
+    def _encode(self, image, canvas: Optional[tuple] = None) -> _Image:
+        """Resize, normalize, pad and encode ``image``: padded to multiples of 32, or into ``canvas``
+        (Hp, Wp) (resized by :func:`~seem_ros.model.preprocess.fitted_size` to fit it)."""
         image = np.asarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}')
         if min(image.shape[:2]) < 1:
             raise ValueError(f'empty image ({image.shape[1]}x{image.shape[0]})')
-        resized = resize_short_side(image, self.short_side)
-        tensor, valid = normalize_and_pad(resized, self.backend.size_divisibility, device=self.device)
+        size = fitted_size(*image.shape[:2], self.short_side, canvas or (2**31, 2**31))
+        tensor, valid = normalize_and_pad(resize_to(image, size), self.backend.size_divisibility, device=self.device,
+                                          canvas=canvas)
         with torch.inference_mode():
             return _Image(self.backend.encode_image(tensor, valid), tuple(image.shape[:2]), tuple(valid))
 
@@ -204,56 +247,79 @@ class SeemPredictor:
             neg[i, :h, :w] = torch.from_numpy(n)
         return pos.to(self.device), neg.to(self.device)
 
-    def encode_reference(self, reference: ReferencePatch) -> SpatialPrompts:
-        """Encode a referring patch (official ``task='refimg'``) on its own image; cached by content."""
-        key = hashlib.sha1(np.ascontiguousarray(reference.image).tobytes()
-                           + np.packbits(np.asarray(reference.mask, bool)).tobytes()).hexdigest()
-        if key in self._references:
-            self._references.move_to_end(key)
-            return self._references[key]
+    def encode_reference(self, reference: ReferencePatch, max_points: Optional[int] = None) -> SpatialPrompts:
+        """Encode a referring patch (official ``task='refimg'``) into a canvas of the current image's
+        padded size (see the module docstring), with at most ``max_points`` prompt pixels (default:
+        the official ``max_spatial_points``, within the backend's ``reference_points``); cached by
+        content, canvas and budget."""
+        canvas = self._require_image().features.padded_size
+        if max_points is None:
+            max_points = min(self.backend.max_spatial_points, self.backend.reference_points)
+        if max_points < 1:
+            raise PromptError(f'the backend has no room for referring patches (reference_points '
+                              f'{self.backend.reference_points}): export with a larger n_max')
         mask = np.asarray(reference.mask, bool)
         if mask.shape != np.asarray(reference.image).shape[:2]:
             raise PromptError(f'reference mask {mask.shape} does not match its image '
                               f'{np.asarray(reference.image).shape[:2]}')
         if not mask.any():
             raise PromptError('reference mask is empty')
-        img = self._encode(reference.image)
+        key = (canvas, max_points, hashlib.sha1(np.ascontiguousarray(reference.image).tobytes()
+                                                + np.packbits(mask).tobytes()).hexdigest())
+        if key in self._references:
+            self._references.move_to_end(key)
+            return self._references[key]
+        img = self._encode(reference.image, canvas)
         pos, neg = self._prompt_masks(img, [ObjectPrompt(mask=mask)])
         with torch.inference_mode():
-            encoded = self.backend.encode_prompts(img.features, pos, neg, generator=self._generator())
+            encoded = self.backend.encode_prompts(img.features, pos, neg, generator=self._generator(),
+                                                  max_points=max_points)
         self._references[key] = encoded
-        while len(self._references) > _REFERENCE_CACHE_SIZE:
+        while len(self._references) > max(self.reference_cache_size, 1):
             self._references.popitem(last=False)
         return encoded
 
-    def _spatial_passes(self, img: _Image, prompts: Sequence[ObjectPrompt]) -> List[tuple]:
-        """Decoder passes for the visual objects: ``[(object indices, SpatialPrompts), ...]``.
-
-        v1: one pass for all objects (objects with pixels on the target image are encoded
-        together, as the official multi-prompt path; referring patches are appended), split into
-        passes of at most ``p_max`` objects for backends with a fixed prompt count. v0: one pass
-        per object.
-        """
-        def encode(indices):
-            pos, neg = self._prompt_masks(img, [prompts[i] for i in indices])
+    def _encode_spatial(self, img: _Image, prompts: Sequence[ObjectPrompt]) -> Tuple[List[int], SpatialPrompts]:
+        """One multi-prompt encoding of ``prompts`` on ``img``: the prompts with pixels on it are
+        encoded together (the official multi-prompt path, 2 x ``max_spatial_points`` points at
+        most), referring patches are appended, splitting ``reference_points`` between them (at
+        most ``max_spatial_points`` each), so that the pass fits the exported ``n_max`` points.
+        Returns the prompts' order in the encoding and the encoding."""
+        direct = [i for i, p in enumerate(prompts) if p.has_visual]
+        referring = [i for i, p in enumerate(prompts) if not p.has_visual]
+        groups = []
+        if direct:
+            pos, neg = self._prompt_masks(img, [prompts[i] for i in direct])
             with torch.inference_mode():
-                return self.backend.encode_prompts(img.features, pos, neg, generator=self._generator())
+                groups.append(self.backend.encode_prompts(img.features, pos, neg, generator=self._generator()))
+        if referring:
+            share = min(self.backend.max_spatial_points, self.backend.reference_points // len(referring))
+            groups += [self.encode_reference(prompts[i].reference, share) for i in referring]
+        return direct + referring, _concat_prompts(groups)
 
-        if self.version == 'v0':
-            chunks = [[i] for i in range(len(prompts))]
-        else:
-            size = getattr(self.backend, 'p_max', None) or len(prompts)
-            chunks = [list(range(start, min(start + size, len(prompts)))) for start in range(0, len(prompts), size)]
-        passes = []
-        for chunk in chunks:
-            direct = [i for i in chunk if prompts[i].has_visual]
-            referring = [i for i in chunk if not prompts[i].has_visual]
-            groups = ([encode(direct)] if direct else []) + [self.encode_reference(prompts[i].reference)
-                                                             for i in referring]
-            passes.append((direct + referring, _concat_prompts(groups)))
-        return passes
+    def _passes(self, prompts: Sequence[ObjectPrompt], spatial_ids: List[int], text_ids: List[int]) -> List[tuple]:
+        """Decoder passes ``[(spatial object indices, text object indices), ...]``.
 
-    def predict(self, prompts: Sequence[ObjectPrompt], prev_mask: Optional[np.ndarray] = None) -> SeemResult:
+        v1: as few passes as the backend's fixed ``p_max`` prompt slots and ``t_max`` grounding
+        tokens allow (one for unbounded backends), text and visual objects together; v0: one
+        pass per visual object (the text objects join the first).
+        """
+        p_max = 1 if self.version == 'v0' else getattr(self.backend, 'p_max', None) or max(len(spatial_ids), 1)
+        spatial = [spatial_ids[k:k + p_max] for k in range(0, len(spatial_ids), p_max)]
+        t_max = getattr(self.backend, 't_max', None)
+        texts: List[List[int]] = []
+        used = 0
+        for i in text_ids:
+            length = len(self._sentence(prompts[i].text)[0])
+            if not texts or (t_max is not None and used + length > t_max):
+                texts.append([])
+                used = 0
+            texts[-1].append(i)
+            used += length
+        count = max(len(spatial), len(texts))
+        return [(spatial[k] if k < len(spatial) else [], texts[k] if k < len(texts) else []) for k in range(count)]
+
+    def predict(self, prompts: Sequence[ObjectPrompt], prev_mask=None) -> SeemResult:
         """Segment one object per prompt on the current image.
 
         Objects with visual input (clicks, boxes, scribbles, masks) or a referring patch use the
@@ -263,8 +329,9 @@ class SeemPredictor:
 
         Args:
             prompts: the objects; an empty prompt raises ValueError.
-            prev_mask: (N, H/4, W/4) float logits from the previous round's ``prev_mask`` for the
-                same N prompts (enables the memory prompts of visual objects), or None.
+            prev_mask: (N, Hp/4, Wp/4) float logits (tensor, ideally on the device, or array) from
+                the previous round's ``prev_mask`` for the same N prompts (enables the memory
+                prompts of visual objects), or None.
         Raises:
             RuntimeError: no image set. ValueError / PromptError: unusable prompts.
         """
@@ -274,10 +341,10 @@ class SeemPredictor:
             if p.is_empty:
                 raise ValueError(f'prompt {i} is empty (no text, pixels or referring patch)')
         if prev_mask is not None:
-            prev_mask = np.asarray(prev_mask, np.float32)
+            prev_mask = torch.as_tensor(prev_mask, dtype=torch.float32, device=self.device)
             expected = (len(prompts), *img.features.mask_features.shape[-2:])
-            if prev_mask.shape != expected:
-                raise ValueError(f'prev_mask has shape {prev_mask.shape}, expected {expected}')
+            if tuple(prev_mask.shape) != expected:
+                raise ValueError(f'prev_mask has shape {tuple(prev_mask.shape)}, expected {expected}')
         spatial_ids = [i for i, p in enumerate(prompts) if p.has_visual or p.reference is not None]
         text_ids = [i for i, p in enumerate(prompts) if i not in spatial_ids]
         n = len(prompts)
@@ -286,39 +353,70 @@ class SeemPredictor:
         selected = torch.zeros(n, dtype=torch.long)
         embeddings = torch.zeros(n, self.backend.hidden_dim, device=self.device)
         with self._timed('decoder'):
-            if spatial_ids:
-                self._predict_spatial(img, prompts, spatial_ids, prev_mask, low, scores, selected, embeddings)
-            if text_ids:
-                self._predict_text(img, [prompts[i].text for i in text_ids], text_ids, low, scores, selected,
-                                   embeddings)
+            for spatial_rows, text_rows in self._passes(prompts, spatial_ids, text_ids):
+                self._decode_pass(img, prompts, spatial_rows, text_rows, prev_mask, low, scores, selected, embeddings)
         with self._timed('postprocess'):
             masks, confidence = self._final_masks(img, low, text_ids)
         return SeemResult(masks=masks, scores=scores.float().cpu().numpy(), confidence=confidence,
                           labels=[p.text or p.name or 'object' for p in prompts],
-                          selected_index=selected.numpy(), prev_mask=low.float().cpu().numpy(),
+                          selected_index=selected.numpy(), prev_mask=low.float(),
                           embeddings=F.normalize(embeddings.float(), dim=-1).cpu().numpy())
 
-    def _sentence_embeddings(self, texts):
+    def _sentence(self, text: str) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(grounding tokens (T, C), sentence embedding (C,)) of ``text``, cached per string."""
+        if text in self._sentences:
+            self._sentences.move_to_end(text)
+            return self._sentences[text]
         with torch.inference_mode():
-            return self.backend.encode_sentences(list(texts))
+            out = self.backend.encode_sentences([text])
+        self._sentences[text] = entry = (out['grounding_tokens'], out['class_emb'][0])
+        while len(self._sentences) > SENTENCE_CACHE_SIZE:
+            self._sentences.popitem(last=False)
+        return entry
 
-    def _predict_spatial(self, img, prompts, ids, prev_mask, low, scores, selected, embeddings):
-        for members, spatial in self._spatial_passes(img, [prompts[i] for i in ids]):
-            rows = [ids[k] for k in members]
-            prev = None if prev_mask is None else torch.from_numpy(prev_mask[rows])[None].to(self.device)
+    def _sentence_embeddings(self, texts: Sequence[str]) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Grounding tokens of ``texts`` concatenated (1, T, C) and their embeddings (n, C)."""
+        entries = [self._sentence(t) for t in texts]
+        return torch.cat([e[0] for e in entries])[None], torch.stack([e[1] for e in entries])
+
+    def _decode_pass(self, img, prompts, spatial_rows, text_rows, prev_mask, low, scores, selected, embeddings):
+        """One decoder pass for visual objects ``spatial_rows`` and text objects ``text_rows``;
+        writes each object's selected mask logits, score, query index and embedding."""
+        spatial = prev = tokens = sentences = None
+        if spatial_rows:
+            order, spatial = self._encode_spatial(img, [prompts[i] for i in spatial_rows])
+            spatial_rows = [spatial_rows[k] for k in order]
+            if prev_mask is not None:
+                prev = prev_mask[spatial_rows][None]
+        if text_rows:
+            tokens, sentences = self._sentence_embeddings([prompts[i].text for i in text_rows])
+        with torch.inference_mode():
+            out = self.backend.decode(img.features, spatial=spatial, prev_mask=prev, grounding_tokens=tokens)
+        if spatial_rows:
+            self._select_spatial(out, [prompts[i].text for i in spatial_rows], spatial_rows, low, scores, selected,
+                                 embeddings)
+        if text_rows:
             with torch.inference_mode():
-                out = self.backend.decode(img.features, spatial=spatial, prev_mask=prev)
-            logits = out['spatial_logits'][0]                                 # (S, P)
-            texts = [prompts[i].text for i in rows]
-            if any(t.strip() for t in texts):
-                logits = self._rerank_by_text(out['pred_stexts'][0], logits, texts)
-            index = logits.argmax(0)
-            for slot, i in enumerate(rows):
-                q = int(index[slot])
-                low[i] = out['pred_smasks'][0, q].float()
-                scores[i] = out['spatial_logits'][0, q, slot].float()
+                grounding = self.backend.grounding_scores(out['pred_gtexts'], sentences)
+            match = grounding_match(grounding)[0]
+            for col, i in enumerate(text_rows):
+                q = int(match[col])
+                low[i] = out['pred_gmasks'][0, q].float()
+                scores[i] = grounding[0, q, col].float()
                 selected[i] = q
-                embeddings[i] = out['pred_stexts'][0, q].float()
+                embeddings[i] = out['pred_gtexts'][0, q].float()
+
+    def _select_spatial(self, out, texts, rows, low, scores, selected, embeddings):
+        logits = out['spatial_logits'][0]                                 # (S, P)
+        if any(t.strip() for t in texts):
+            logits = self._rerank_by_text(out['pred_stexts'][0], logits, texts)
+        index = logits.argmax(0)
+        for slot, i in enumerate(rows):
+            q = int(index[slot])
+            low[i] = out['pred_smasks'][0, q].float()
+            scores[i] = out['spatial_logits'][0, q, slot].float()
+            selected[i] = q
+            embeddings[i] = out['pred_stexts'][0, q].float()
 
     def _rerank_by_text(self, stexts, logits, texts):
         """Add each prompt's text similarity to its candidate queries' selection logits.
@@ -328,26 +426,12 @@ class SeemPredictor:
         """
         out = logits.clone()
         present = [k for k, t in enumerate(texts) if t.strip()]
-        sentences = self._sentence_embeddings([texts[k] for k in present])['class_emb']
+        sentences = self._sentence_embeddings([texts[k] for k in present])[1]
         grounding = self.backend.grounding_scores(stexts[None], sentences)[0]          # (S, n_text)
         for col, k in enumerate(present):
             own = torch.isfinite(logits[:, k])
             out[own, k] = (logits[own, k].float().log_softmax(0) + grounding[own, col].float().log_softmax(0))
         return out
-
-    def _predict_text(self, img, texts, ids, low, scores, selected, embeddings):
-        sentences = self._sentence_embeddings(texts)
-        tokens = sentences['grounding_tokens'][None]
-        with torch.inference_mode():
-            out = self.backend.decode(img.features, grounding_tokens=tokens)
-            grounding = self.backend.grounding_scores(out['pred_gtexts'], sentences['class_emb'])
-        match = grounding_match(grounding)[0]
-        for col, i in enumerate(ids):
-            q = int(match[col])
-            low[i] = out['pred_gmasks'][0, q].float()
-            scores[i] = grounding[0, q, col].float()
-            selected[i] = q
-            embeddings[i] = out['pred_gtexts'][0, q].float()
 
     def _final_masks(self, img: _Image, low: torch.Tensor, text_ids):
         """Binary masks at the original size, as the official evaluation makes them.

@@ -27,3 +27,12 @@ def pytest_report_header():
 def ros_namespace():
     """A ROS namespace that no other test module or test run uses, e.g. ``/t_3f2a9c0d1e``."""
     return f'/t_{uuid.uuid4().hex[:10]}'
+
+
+@pytest.fixture(scope='session', autouse=True)
+def export_cache(tmp_path_factory):
+    """One export cache (``SEEM_ROS_CACHE``, :mod:`seem_ros.runtime.export_cache`) for the whole run,
+    inherited by the nodes and commands tests start: graphs of a model and size are exported once."""
+    path = tmp_path_factory.getbasetemp() / 'export_cache'
+    os.environ['SEEM_ROS_CACHE'] = str(path)
+    return path

@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--p-max', type=int, default=16, help='prompt slots per decoder pass (default 16; v0: 1)')
     p.add_argument('--t-max', type=int, default=77, help='grounding text tokens per pass (default 77)')
     p.add_argument('--n-max', type=int, default=None,
-                   help='prompt points per pass (default 2 x 512, the official per-sign budget; less '
-                        'subsamples prompt pixels to n_max/2 per sign, seeded)')
+                   help='prompt points per pass (default 2 x 512, the official per-sign budget of the image, '
+                        '+ 2048 for referring patches; less leaves less room for patches, below 1024 prompt '
+                        'pixels are subsampled to n_max/2 per sign, seeded)')
     p.add_argument('--precision', default='fp32',
                    help=f'comma list of {", ".join(PRECISIONS)} (fp16 keeps LayerNorm/softmax/attention fp32)')
     p.add_argument('--opset', type=int, default=OPSET, help=f'ONNX opset (default {OPSET})')

@@ -226,7 +226,7 @@ def run(args, argv):
     if prompts:
         result = predictor.predict(prompts, prev_mask=prev)
         arrays.update(final_masks=result.masks, scores=result.scores, selected_index=result.selected_index,
-                      prev_mask=result.prev_mask[None], labels=np.array(result.labels))
+                      prev_mask=result.prev_mask[None].cpu().numpy(), labels=np.array(result.labels))
         for i, mask in enumerate(result.masks):
             cv2.imwrite(str(out / f'mask_{i:02d}.png'), mask.astype(np.uint8) * 255)
         overlay = draw_overlay(image, result.masks, ids=list(range(1, len(prompts) + 1)), labels=result.labels)

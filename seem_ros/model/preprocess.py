@@ -37,35 +37,56 @@ def resized_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
     return int(short_side * height / width), short_side
 
 
-def resize_short_side(image, short_side: int = 512):
-    """Resize an (H, W, 3) uint8 RGB image so its short side is ``short_side`` (0: unchanged).
+def fitted_size(height: int, width: int, short_side: int, canvas: Tuple[int, int]) -> Tuple[int, int]:
+    """(h, w) of an (height, width) image resized for a fixed ``canvas`` (Hc, Wc).
 
-    Every image that enters the model goes through here (camera frames, referring patches, CLI
-    and training images). It is ``PIL.Image.resize((w, h), Image.BICUBIC)`` with (h, w) from
-    :func:`resized_size`, bit-exact to the official demo. An image already at the size is
-    returned as is. Returns the same type as the input (NumPy array or CPU/GPU tensor).
+    The short-side resize (:func:`resized_size`) when its result fits the canvas; otherwise the
+    largest size of the same aspect ratio inside the canvas (sides floored, at least 1 pixel).
     """
+    h, w = resized_size(height, width, short_side)
+    if h <= canvas[0] and w <= canvas[1]:
+        return h, w
+    scale = min(canvas[0] / height, canvas[1] / width)
+    return max(1, min(canvas[0], int(height * scale))), max(1, min(canvas[1], int(width * scale)))
+
+
+def resize_to(image, size: Tuple[int, int]):
+    """``PIL.Image.resize`` of an (H, W, 3) uint8 RGB image to ``size`` (h, w) with BICUBIC, the
+    official demo's resampling; an image already at the size is returned as is. Returns the same
+    type as the input (NumPy array or CPU/GPU tensor)."""
     tensor = _as_hwc_uint8(image)
-    height, width = tensor.shape[:2]
-    size = resized_size(height, width, short_side)
-    if size == (height, width):
+    if tuple(size) == tuple(tensor.shape[:2]):
         return image
     pil = Image.fromarray(tensor.cpu().numpy())
     out = np.array(pil.resize((size[1], size[0]), Image.Resampling.BICUBIC))
     return torch.from_numpy(out).to(tensor.device) if isinstance(image, torch.Tensor) else out
 
 
-def normalize_and_pad(image, size_divisibility: int = 32, *, device: Optional[torch.device] = None
-                      ) -> Tuple[torch.Tensor, Tuple[int, int]]:
+def resize_short_side(image, short_side: int = 512):
+    """Resize an (H, W, 3) uint8 RGB image so its short side is ``short_side`` (0: unchanged).
+
+    Every camera frame that enters the model goes through here (and CLI and training images). It
+    is :func:`resize_to` the size of :func:`resized_size`, bit-exact to the official demo.
+    """
+    tensor = _as_hwc_uint8(image)
+    return resize_to(image, resized_size(*tensor.shape[:2], short_side))
+
+
+def normalize_and_pad(image, size_divisibility: int = 32, *, device: Optional[torch.device] = None,
+                      canvas: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, Tuple[int, int]]:
     """Normalize an (H, W, 3) uint8 RGB image and zero-pad it bottom/right.
 
     Returns a (1, 3, Hp, Wp) float32 tensor on ``device`` (default: the image's device, CPU for
-    NumPy), with Hp, Wp the next multiples of ``size_divisibility``, and the unpadded (H, W).
+    NumPy), with Hp, Wp the next multiples of ``size_divisibility`` (or ``canvas`` (Hp, Wp), which
+    must hold the image), and the unpadded (H, W).
     """
     tensor = _as_hwc_uint8(image).to(device)
     height, width = tensor.shape[:2]
     mean = torch.tensor(PIXEL_MEAN, dtype=torch.float32, device=tensor.device).view(3, 1, 1)
     std = torch.tensor(PIXEL_STD, dtype=torch.float32, device=tensor.device).view(3, 1, 1)
     normalized = (tensor.permute(2, 0, 1).float() - mean) / std
-    padded = F.pad(normalized, (0, -width % size_divisibility, 0, -height % size_divisibility))
+    hp, wp = canvas or (height + -height % size_divisibility, width + -width % size_divisibility)
+    if hp < height or wp < width:
+        raise ValueError(f'a {width}x{height} image does not fit the {wp}x{hp} canvas')
+    padded = F.pad(normalized, (0, wp - width, 0, hp - height))
     return padded[None], (height, width)

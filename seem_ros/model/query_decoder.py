@@ -13,17 +13,19 @@ Official task names map onto :meth:`SeemDecoder.forward` inputs:
 Layout of the decoder rows. Cross-attention rows, in order: 101 object queries, 101 grounding
 queries (copies of the initial object queries; only with grounding tokens), the spatial queries
 (v1: 3 per prompt, copies of initial object queries ``3r, 3r+1, 3r+2`` for the r-th valid prompt;
-v0: copies of all 101), 32 spatial memories (only with ``prev_mask``). Self-attention adds,
-after the queries and before the memories, the grounding tokens (they evolve across layers) and
-the spatial prompt tokens of level ``i % 3`` (rebuilt at every layer, outputs discarded).
+v0: copies of all 101), 32 spatial memories (only with ``prev_mask``). Self-attention adds the
+grounding tokens (they evolve across layers) and the spatial prompt tokens of level ``i % 3``
+(rebuilt at every layer: only keys and values, their own outputs are never computed).
 
 Self-attention visibility (everything else blocked): object <-> object; grounding queries and
 valid grounding tokens among themselves; spatial queries -> spatial queries, valid spatial
 tokens, memories; spatial tokens -> spatial tokens; memories -> memories. v1 restricts every
 spatial relation to the same prompt (memory j belongs to the valid prompt of rank
-``(j * n_valid) // 32``).
+``(j * n_valid) // 32``). Each layer runs the self-attention of each group apart: object queries;
+grounding queries and tokens; memories; spatial queries, grouped per prompt over the keys of
+their prompt, so that its cost is linear in the number of prompts and tokens.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +40,28 @@ VERSIONS = ('v1', 'v0')
 
 def _normalize(x: torch.Tensor) -> torch.Tensor:
     return x / (x.norm(dim=-1, keepdim=True) + 1e-7)
+
+
+class _SelfAttentionPlan(NamedTuple):
+    """Self-attention visibility of one forward pass, the same at every layer. Object queries,
+    grounding queries + tokens, spatial queries and memories are separate attention calls (the
+    groups never see each other, except spatial queries the memories).
+
+    rows: the cross-attention rows, name -> slice.
+    grounding_blocked: (B, Q + T, Q + T) bool (True = blocked) over [grounding queries, grounding
+        tokens]; None without grounding.
+    memory_blocked: (1, 32, 32) bool, v1: memories of other prompts; None in v0 or without memories.
+    groups: P prompts (1 in v0); the spatial queries attend per prompt over the keys [spatial
+        queries (3P; v0 101), spatial tokens (N), memories (32 or none)]; key_group (K,) int64 is
+        the prompt of each key, key_valid (K,) bool its validity.
+    """
+
+    rows: Dict[str, slice]
+    grounding_blocked: Optional[torch.Tensor] = None
+    memory_blocked: Optional[torch.Tensor] = None
+    groups: int = 0
+    key_group: Optional[torch.Tensor] = None
+    key_valid: Optional[torch.Tensor] = None
 
 
 class SeemDecoder(nn.Module):
@@ -173,43 +197,64 @@ class SeemDecoder(nn.Module):
         resized = F.interpolate(mask_logits, size=tuple(size), mode='bilinear', align_corners=False)
         return resized.sigmoid().flatten(2) < 0.5
 
-    def _self_attention_blocked(self, batch: int, rows: Dict[str, slice], length: int,
-                                grounding_padding: Optional[torch.Tensor], spatial: Optional[SpatialPrompts],
-                                memory_owner: Optional[torch.Tensor], device) -> torch.Tensor:
-        """(B, L, L) bool self-attention mask (True = blocked) for the layout in ``rows``."""
-        allowed = torch.zeros(batch, length, length, dtype=torch.bool, device=device)
-        obj = rows['object']
-        allowed[:, obj, obj] = True
+    def _self_attention_plan(self, rows: Dict[str, slice], grounding_padding: Optional[torch.Tensor],
+                             spatial: Optional[SpatialPrompts], memory_owner: Optional[torch.Tensor],
+                             device) -> _SelfAttentionPlan:
+        """Self-attention visibility for the cross-attention ``rows`` (see the module docstring)."""
+        plan = {'rows': rows}
         if 'grounding' in rows:
-            g, t = rows['grounding'], rows['grounding_tokens']
-            token_ok = ~grounding_padding
-            allowed[:, g, g] = True
-            allowed[:, g, t] = token_ok[:, None, :]
-            allowed[:, t, g] = token_ok[:, :, None]
-            allowed[:, t, t] = token_ok[:, :, None] & token_ok[:, None, :]
+            g = rows['grounding']
+            queries = torch.ones(len(grounding_padding), g.stop - g.start, dtype=torch.bool, device=device)
+            visible = torch.cat([queries, ~grounding_padding], 1)                  # (B, Q + T)
+            plan['grounding_blocked'] = ~(visible[:, :, None] & visible[:, None, :])
+        memory_group = torch.zeros(0, dtype=torch.long, device=device)
+        if 'memory' in rows:
+            memory_group = torch.zeros(self.num_memories, dtype=torch.long, device=device)
+            if memory_owner is not None:
+                memory_group = memory_owner
+                plan['memory_blocked'] = (memory_owner[:, None] != memory_owner[None, :])[None]
         if spatial is not None:
-            s, k = rows['spatial'], rows['spatial_tokens']
-            ok = spatial.token_valid
-            if self.version == 'v1':
-                query_prompt = torch.arange(len(spatial.prompt_valid), device=device).repeat_interleave(
-                    self.queries_per_prompt)
-                kp = spatial.token_prompt
-                allowed[:, s, s] = query_prompt[:, None] == query_prompt[None, :]
-                allowed[:, s, k] = (query_prompt[:, None] == kp[None, :]) & ok[None, :]
-                allowed[:, k, k] = (kp[:, None] == kp[None, :]) & ok[:, None] & ok[None, :]
-            else:
-                allowed[:, s, s] = True
-                allowed[:, s, k] = ok[None, :]
-                allowed[:, k, k] = ok[:, None] & ok[None, :]
-            if 'memory' in rows:
-                m = rows['memory']
-                if self.version == 'v1':
-                    allowed[:, s, m] = query_prompt[:, None] == memory_owner[None, :]
-                    allowed[:, m, m] = memory_owner[:, None] == memory_owner[None, :]
-                else:
-                    allowed[:, s, m] = True
-                    allowed[:, m, m] = True
-        return ~allowed
+            s = rows['spatial']
+            groups = len(spatial.prompt_valid)
+            query_group = torch.arange(groups, device=device).repeat_interleave((s.stop - s.start) // groups)
+            plan['groups'] = groups
+            plan['key_group'] = torch.cat([query_group, spatial.token_prompt, memory_group])
+            plan['key_valid'] = torch.cat([torch.ones_like(query_group, dtype=torch.bool), spatial.token_valid,
+                                           torch.ones_like(memory_group, dtype=torch.bool)])
+        return _SelfAttentionPlan(**plan)
+
+    @staticmethod
+    def _self_attention_step(layer: SelfAttentionLayer, ffn: FFNLayer, plan: _SelfAttentionPlan, x: torch.Tensor,
+                             qpos: torch.Tensor, tokens_g: Optional[torch.Tensor], pos_g: Optional[torch.Tensor],
+                             tokens_s: Optional[torch.Tensor]):
+        """Self-attention and FFN of one layer, without rows for the spatial tokens (their outputs
+        would be discarded: the tokens are rebuilt at every layer).
+
+        x, qpos (B, R, C): cross-attention rows [object, grounding, spatial, memories]; tokens_g,
+        pos_g (B, T, C) grounding tokens or None; tokens_s (B, N, C) spatial tokens of the layer's
+        level or None. Returns the new rows (B, R, C) and grounding tokens (B, T, C) or None.
+        """
+        rows = plan.rows
+        obj = rows['object']
+        parts = [layer(x[:, obj], qpos[:, obj])]
+        if 'grounding' in rows:
+            g = rows['grounding']
+            grounding = layer(torch.cat([x[:, g], tokens_g], 1), torch.cat([qpos[:, g], pos_g], 1),
+                              plan.grounding_blocked)
+            parts.append(grounding[:, :g.stop - g.start])
+        if 'spatial' in rows:
+            s, memory = rows['spatial'], slice(rows['spatial'].stop, None)      # memories (if any) follow
+            context = torch.cat([x[:, s], tokens_s, x[:, memory]], 1)
+            context_pos = torch.cat([qpos[:, s], tokens_s.detach(), qpos[:, memory]], 1)
+            queries = [t[:, s].unflatten(1, (plan.groups, -1)) for t in (x, qpos)]
+            parts.append(layer.grouped(*queries, context, context_pos, plan.key_group, plan.key_valid).flatten(1, 2))
+        if 'memory' in rows:
+            m = rows['memory']
+            parts.append(layer(x[:, m], qpos[:, m], plan.memory_blocked))
+        if 'grounding' in rows:
+            parts.append(grounding[:, g.stop - g.start:])
+        out = ffn(torch.cat(parts, 1))
+        return out[:, :x.shape[1]], (None if tokens_g is None else out[:, x.shape[1]:])
 
     # ------------------------------------------------------------------ forward
     def _levels(self, multi_scale_features: Sequence[torch.Tensor]):
@@ -318,23 +363,10 @@ class SeemDecoder(nn.Module):
             add_rows('memory', self.spatial_featured.weight, self.spatial_embed.weight)
             if self.version == 'v1':
                 memory_owner = self.memory_owner(spatial.prompt_valid)
-        cross_rows = dict(rows)
         x = torch.cat(feats)[None].expand(batch, -1, -1)
         qpos = torch.cat(poses)[None].expand(batch, -1, -1)
 
-        # self-attention layout: queries, grounding tokens, spatial tokens, memories
-        length = num_q
-        if grounding_tokens is not None:
-            rows['grounding_tokens'] = slice(length, length + grounding_tokens.shape[1])
-            length += grounding_tokens.shape[1]
-        if spatial is not None:
-            rows['spatial_tokens'] = slice(length, length + spatial.tokens.shape[1])
-            length += spatial.tokens.shape[1]
-        if prev_mask is not None:
-            rows['memory'] = slice(length, length + self.num_memories)
-            length += self.num_memories
-        self_blocked = self._self_attention_blocked(batch, rows, length, grounding_padding, spatial,
-                                                    memory_owner, x.device)
+        plan = self._self_attention_plan(rows, grounding_padding, spatial, memory_owner, x.device)
         memory_blocked = None
         if prev_mask is not None:
             memory_blocked = [self.cross_attention_memory_mask(prev_mask, size, memory_owner) for size in sizes]
@@ -353,32 +385,20 @@ class SeemDecoder(nn.Module):
             blocked = blocked & ~blocked.all(-1, keepdim=True)
             x = cross(x, qpos, srcs[level], poss[level], blocked)
 
-            seq, seq_pos = [x[:, :num_q]], [qpos[:, :num_q]]
-            if tokens_g is not None:
-                seq.append(tokens_g)
-                seq_pos.append(pos_g)
-            if spatial is not None:
-                tokens_s = spatial.tokens[level][None].expand(batch, -1, -1)
-                seq.append(tokens_s)
-                seq_pos.append(tokens_s.detach())
-            seq.append(x[:, num_q:])
-            seq_pos.append(qpos[:, num_q:])
-            seq = ffn(self_attn(torch.cat(seq, 1), torch.cat(seq_pos, 1), self_blocked))
-            if tokens_g is not None:
-                tokens_g = seq[:, rows['grounding_tokens']]
-            x = torch.cat([seq[:, :num_q], seq[:, length - (x.shape[1] - num_q):]], 1)
+            tokens_s = None if spatial is None else spatial.tokens[level][None].expand(batch, -1, -1)
+            x, tokens_g = self._self_attention_step(self_attn, ffn, plan, x, qpos, tokens_g, pos_g, tokens_s)
             pred = self._predict(x, mask_features, i + 1, sizes[(i + 1) % self.num_levels])
             steps.append(pred)
 
-        out = self._step_outputs(pred, cross_rows, text_embeddings)
+        out = self._step_outputs(pred, rows, text_embeddings)
         if spatial is not None:
             out.update(self._select_spatial(out, spatial, batch))
             out['spatial_query_index'] = query_index
         if return_steps:
-            out['aux_outputs'] = [self._step_outputs(p, cross_rows, text_embeddings) for p in steps[:-1]]
+            out['aux_outputs'] = [self._step_outputs(p, rows, text_embeddings) for p in steps[:-1]]
             out['query_states'] = torch.stack([p['states'] for p in steps])
             out['attn_masks'] = [p['attn_mask'] for p in steps]
-            out['cross_rows'] = cross_rows
+            out['cross_rows'] = rows
         return out
 
     def cross_attention_memory_mask(self, prev_mask: torch.Tensor, size, memory_owner: Optional[torch.Tensor]):

@@ -60,6 +60,14 @@ class SpatialPrompts(NamedTuple):
     prompt_valid: torch.Tensor
 
 
+# Prompt points that the referring patches of one decoder pass may add to the image's own
+# 2 x max_spatial_points (positive + negative budgets): a pass holds at most that many tokens, so
+# that one fixed-shape graph (n_max = 2 x 512 + REFERENCE_POINTS) takes any p_max prompts. The
+# patches of a pass split it, at most max_spatial_points each (one to four patches: the official
+# 512 each).
+REFERENCE_POINTS = 2048
+
+
 def _select_points(mask: torch.Tensor, max_points: int, merged: bool,
                    generator: Optional[torch.Generator]) -> torch.Tensor:
     """(n, 3) int64 ``(prompt, y, x)`` rows of the set pixels of ``mask`` (P, Hp, Wp), in

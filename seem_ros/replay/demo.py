@@ -11,6 +11,8 @@
    ground truth (mean IoU over the frames where it is visible).
 
 Defaults (320x240, 15 Hz, 10 s, short side 120, one inference thread) take about 70 s of CPU time.
+``--backend onnxruntime`` (or ``tensorrt`` on a machine that has it) runs the exported graphs of
+the demo's size, exported on first use into the cache of :mod:`seem_ros.runtime.export_cache`.
 """
 from __future__ import annotations
 
@@ -41,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--fps', type=float, default=15.0, help='frame rate (default 15)')
     parser.add_argument('--frames', type=int, default=None, help='frames (default: the 10 s scenario)')
     parser.add_argument('--seed', type=int, default=0, help='scene seed (default 0)')
+    parser.add_argument('--backend', default='torch',
+                        help='inference backend: torch (default), onnxruntime, tensorrt, auto or a full name of '
+                             'seem_ros.runtime.BACKENDS; graph backends export the model on first use')
+    parser.add_argument('--onnx-dir', type=Path,
+                        help='exported graphs for graph backends (default: the export cache, filled on first use)')
     parser.add_argument('--threads', type=int, default=1,
                         help='CPU threads for inference (default 1: the small model gains little from more, and one '
                              'thread stays fast on a busy machine)')
@@ -115,14 +122,19 @@ def main(argv=None) -> int:
     start = time.monotonic()
     out: Path = args.out
     bag = generate(out, args)
+    onnx_dir = args.onnx_dir
+    if onnx_dir is None and not args.backend.startswith('torch'):
+        from ..predictor import cached_export_for
+        onnx_dir = cached_export_for(args.checkpoint, args.height, args.width, variant=args.variant,
+                                     short_side=args.short_side)
     replay_args = Namespace(
         bag=bag, out=out / 'output_bag', prompts=None, ignore_bag_prompts=False, image_topic=TOPICS['image'],
         camera_info_topic=None, depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True,
         progress=False, params_file=None,
         checkpoint=args.checkpoint, variant=args.variant, version=None, short_side=args.short_side, device=None,
-        precision=None, backend=None, onnx_dir=None, mode=None, vocabulary=None, overlay=True,
+        precision=None, backend=args.backend, onnx_dir=onnx_dir, mode=None, vocabulary=None, overlay=True,
         video=out / 'overlay.mp4', png_dir=out, pngs=4)
-    print(f'2. replaying with {args.checkpoint} ...')
+    print(f'2. replaying with {args.checkpoint} on {args.backend} ...')
     if replay_and_report(replay_args, []) is None:
         return 1
     print('3. masks against the ground truth (frames where the object is visible, from its prompt on):')

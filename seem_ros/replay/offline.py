@@ -162,6 +162,7 @@ class ReplayStats:
     prompts: Counter = field(default_factory=Counter)    # source -> prompts applied
     rejected: List[str] = field(default_factory=list)
     warnings: Counter = field(default_factory=Counter)   # distinct pipeline warnings -> count
+    failed: Counter = field(default_factory=Counter)     # cause of a frame's failure -> frames
     ids: Dict[int, IdStats] = field(default_factory=dict)
     timings: Dict[str, List[float]] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -192,6 +193,8 @@ class ReplayStats:
         lines.append(f'  wall time    {self.wall_s:.1f} s ({rate:.2f} frames/s)')
         if self.warnings:
             lines.append(f'  warnings     {sum(self.warnings.values())} ({len(self.warnings)} distinct, printed once each)')
+        for cause, count in self.failed.items():
+            lines.append(f'  FAILED       {count} frame{"s" * (count != 1)}: {cause}')
         if self.written:
             lines.append(f'  output bag   {self.out}: ' + ', '.join(f'{t} {n}' for t, n in self.written.items()))
         for f in self.files:
@@ -505,9 +508,15 @@ class Replay:
         from std_msgs.msg import Header
         try:
             result = self.pipeline.process(frame)
-        except Exception as exc:  # noqa: BLE001 - the node logs it; offline cannot skip a frame
-            raise ReplayError(f'frame {index} (stamp {frame.stamp_ns * 1e-9:.3f} s): inference failed: '
-                              f'{type(exc).__name__}: {exc}') from exc
+        except Exception as exc:  # noqa: BLE001 - counted and logged once per cause; the next frame is tried
+            cause = f'inference failed: {type(exc).__name__}: {exc}'
+            if not self.stats.failed[cause]:
+                self.log(f'error: frame {index} (stamp {frame.stamp_ns * 1e-9:.3f} s): {cause} '
+                         '(later frames failing so are counted in the summary)')
+            self.stats.failed[cause] += 1
+            if progress is not None:
+                progress.update()
+            return
         for w in result.warnings:
             self._warn(w, where=f'frame {index}: ')
         geometries = self._geometry(result) if self.depth is not None else None
@@ -620,7 +629,7 @@ def main(argv=None) -> int:
 
 def replay_and_report(args, events: Sequence[PromptEvent]) -> Optional[ReplayStats]:
     """:func:`run_offline`, then its table on stdout; None (after the error on stderr) when the
-    replay failed or stopped on an error."""
+    replay failed, stopped on an error or could not process some frames (the others are written)."""
     try:
         stats = run_offline(args, events)
     except (BagError, ReplayError) as exc:
@@ -629,6 +638,10 @@ def replay_and_report(args, events: Sequence[PromptEvent]) -> Optional[ReplaySta
     print(stats.table())
     if stats.error:
         print(f'error: {stats.error}', file=sys.stderr)
+        return None
+    if stats.failed:
+        print(f'error: {sum(stats.failed.values())} of {stats.frames_in} frames failed (see the summary)',
+              file=sys.stderr)
         return None
     return stats
 

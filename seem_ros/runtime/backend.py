@@ -27,7 +27,7 @@ from typing import Dict, Optional, Sequence
 import torch
 
 from ..model.seem import ImageFeatures
-from ..model.spatial import PromptPoints, SpatialPrompts, points_from_masks
+from ..model.spatial import REFERENCE_POINTS, PromptPoints, SpatialPrompts, points_from_masks
 from ..model.templates import prompts_for
 from ..model.text_encoder import normalize
 from ..model.tokenizer import tokenize
@@ -49,7 +49,9 @@ class Backend(ABC):
     ('v1'/'v0'), ``hidden_dim`` C, ``num_queries`` (101), ``context_length`` (77),
     ``logit_scale`` (float, the language encoder's log scale), ``max_spatial_points`` (per-sign
     pixel budget of visual prompts: the official 512, or ``n_max // 2`` of an export with fewer
-    points), ``size_divisibility`` (32).
+    points), ``reference_points`` (prompt points the referring patches of one decoder pass may
+    add, :data:`~seem_ros.model.spatial.REFERENCE_POINTS` or what an export's ``n_max`` leaves),
+    ``size_divisibility`` (32).
     """
 
     name: str
@@ -60,6 +62,7 @@ class Backend(ABC):
     context_length: int
     logit_scale: float
     max_spatial_points: int
+    reference_points: int = REFERENCE_POINTS
     size_divisibility: int = 32
     text_batch: int = 256
 
@@ -96,15 +99,18 @@ class Backend(ABC):
     # ------------------------------------------------------------------ prompts
     def encode_prompts(self, features: ImageFeatures, pos_masks: torch.Tensor,
                        neg_masks: Optional[torch.Tensor] = None, *, prompt_valid: Optional[torch.Tensor] = None,
-                       generator: Optional[torch.Generator] = None) -> SpatialPrompts:
+                       generator: Optional[torch.Generator] = None,
+                       max_points: Optional[int] = None) -> SpatialPrompts:
         """Encode per-prompt (P, Hp, Wp) bool pixel masks of the image of ``features``.
 
         Pixels are picked on the host with the official rule
-        (:func:`~seem_ros.model.spatial.points_from_masks`; every pixel below the budget, a
-        ``generator``-seeded subset above it), then encoded by :meth:`encode_prompt_points`.
+        (:func:`~seem_ros.model.spatial.points_from_masks`; every pixel below the per-sign budget
+        ``max_points``, default ``max_spatial_points``, a ``generator``-seeded subset above it),
+        then encoded by :meth:`encode_prompt_points`.
         """
         points = points_from_masks(pos_masks, neg_masks, merged=self.version == 'v0',
-                                   max_points=self.max_spatial_points, generator=generator)
+                                   max_points=self.max_spatial_points if max_points is None else max_points,
+                                   generator=generator)
         if prompt_valid is None:
             prompt_valid = torch.ones(pos_masks.shape[0], dtype=torch.bool, device=pos_masks.device)
         points = PromptPoints(*(t.to(self.device) for t in points))

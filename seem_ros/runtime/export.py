@@ -79,7 +79,7 @@ from torch.utils._pytree import tree_map
 from ..model.decoder_layers import MultiheadAttention as DecoderAttention
 from ..model.preprocess import resized_size
 from ..model.seem import SeemModel
-from ..model.spatial import PromptPoints, SpatialPrompts
+from ..model.spatial import REFERENCE_POINTS, PromptPoints, SpatialPrompts
 from ..model.text_encoder import LayerNorm as TextLayerNorm
 from ..model.tokenizer import tokenize
 
@@ -315,7 +315,7 @@ class ExportConfig:
                    num_queries=decoder.num_queries, context_length=model.lang_encoder.context_length,
                    logit_scale=float(model.lang_encoder.logit_scale.detach()), max_spatial_points=decoder.max_spatial_points,
                    size_divisibility=model.size_divisibility, p_max=1 if decoder.version == 'v0' else int(p_max),
-                   t_max=int(t_max), n_max=int(n_max or 2 * decoder.max_spatial_points),
+                   t_max=int(t_max), n_max=int(n_max or 2 * decoder.max_spatial_points + REFERENCE_POINTS),
                    checkpoint_sha256=checkpoint_sha256)
 
     @property
@@ -567,8 +567,9 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
 
     The graph runs on :func:`probe_feeds` in torch fp32 and in onnxruntime (CPU); ``text`` is also
     checked at a second (batch, length). On disagreement (:func:`compare` with
-    :func:`tolerance`) or forbidden ops the temporary file is removed and
-    :class:`ExportParityError` raised.
+    :func:`tolerance`), forbidden ops or constructs the TensorRT ONNX parser does not support
+    (:func:`~seem_ros.runtime.tensorrt_check.require_supported`, a :class:`ExportParityError`) the
+    temporary file is removed and :class:`ExportParityError` raised.
     """
     import onnx
     import onnxruntime as ort
@@ -592,6 +593,9 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
         proto = onnx.load(str(tmp))
         _check_ops(proto)
         _check_static(proto, spec)
+        from .tensorrt_check import require_supported   # TensorRT parser support, checked statically
+        tensorrt = require_supported(proto, graph=name, dynamic_ok=any(
+            isinstance(d, str) for value in spec['inputs'] + spec['outputs'] for d in value['shape']))
         del proto
         session = ort.InferenceSession(str(tmp), providers=['CPUExecutionProvider'])
         rule = tolerance(kind, precision)
@@ -608,7 +612,7 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
         tmp.unlink(missing_ok=True)
     entry = {'kind': kind, 'precision': precision, 'recipe': RECIPES[precision], 'file': final.name,
              'sha256': sha256_file(final), 'padded_size': list(size) if size else None, 'opset': opset,
-             'torch': torch.__version__, 'parity': parity, **spec}
+             'torch': torch.__version__, 'parity': parity, 'tensorrt_check': tensorrt, **spec}
     _update_manifest(out_dir, cfg, name, entry)
     return GraphResult(name, final, parity, time.monotonic() - start)
 

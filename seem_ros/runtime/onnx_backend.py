@@ -67,6 +67,7 @@ class GraphBackend(Backend):
         self.p_max, self.t_max, self.n_max = cfg['p_max'], cfg['t_max'], cfg['n_max']
         # per-sign pixel budget: the official one, or less so that one encoding fits n_max points
         self.max_spatial_points = min(cfg['max_spatial_points'], self.n_max // 2)
+        self.reference_points = self.n_max - 2 * self.max_spatial_points
         self.size_divisibility = cfg['size_divisibility']
         self.text_chunk = TEXT_MAX_BATCH
         self._entry(graph_name('text', None, precision))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Deque, Dict, List, Optional, Set, Tuple
 
 import numpy as np
+import torch
 
 from ..prompts import ObjectPrompt, ReferencePatch
 from .association import Box, mask_shift
@@ -130,11 +131,11 @@ class Track:
         velocity: (2,) float64 centroid velocity in px/s (exponentially smoothed).
         bank: appearance memory.
         bank_ns: stamp of the newest bank entry.
-        reference: the object cut from a confident frame (crop of that frame's image and mask),
+        reference: the object cut from a confident frame (that frame's image and the object's mask),
             used as a referring-image prompt to find the object anywhere.
         reference_ns: stamp of the frame ``reference`` was cut from.
-        logits: (h/4, w/4) float32 low-resolution mask logits of the newest match (``prev_mask``
-            memory of the next frame), None when unknown.
+        logits: (Hp/4, Wp/4) float32 torch tensor on the backend's device, low-resolution mask
+            logits of the newest match (``prev_mask`` memory of the next frame), None when unknown.
         logits_size: (H, W) of the image ``logits`` belong to.
         pending: a prompt to apply on the next frame (new object, refinement or replacement).
         pending_refine: True: ``pending`` refines the current object; False: it starts over.
@@ -162,7 +163,7 @@ class Track:
     bank_ns: int = 0
     reference: Optional[ReferencePatch] = None
     reference_ns: int = 0
-    logits: Optional[np.ndarray] = None
+    logits: Optional[torch.Tensor] = None
     logits_size: Tuple[int, int] = (0, 0)
     pending: Optional[ObjectPrompt] = None
     pending_refine: bool = False

@@ -21,6 +21,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
+import torch
 
 from ..prompts import ObjectPrompt, ReferencePatch
 from .association import (EMPTY_BOX, Box, appearance, assign, iou_matrix, mask_bbox, mask_centroid, mask_iou,
@@ -187,7 +188,7 @@ class _Candidate:
     centroid: np.ndarray
     score: float
     vector: Optional[np.ndarray]
-    logits: Optional[np.ndarray] = None
+    logits: Optional[torch.Tensor] = None
     label: str = ''
 
 
@@ -199,7 +200,7 @@ class _Request:
     track: Track
     kind: str
     prompt: ObjectPrompt
-    logits: Optional[np.ndarray]
+    logits: Optional[torch.Tensor]
     pending: Optional[ObjectPrompt] = None
 
 
@@ -452,23 +453,26 @@ class PromptedTracker:
 
     def _predict(self, requests: List[_Request], warnings: List[str]) -> list:
         """One batched ``predict`` for all requests -> per request (mask, confidence, embedding,
-        logits) or None. A prompt the predictor rejects is retried alone so that it cannot stop
-        the others (it gets None and a warning)."""
+        logits) or None. When the batch fails, each request is retried alone so that one
+        object's prompt or reference cannot stop the others: a failing one gets None and a
+        warning naming the track and the cause."""
         if not requests:
             return []
         prompts = [r.prompt for r in requests]
         rows = [r.logits for r in requests]
         prev = None
         if self.config.use_prev_mask and any(r is not None for r in rows):
-            shape = next(r.shape for r in rows if r is not None)
-            prev = np.stack([r if r is not None and r.shape == shape else np.zeros(shape, np.float32) for r in rows])
+            like = next(r for r in rows if r is not None)
+            prev = torch.stack([r if r is not None and r.shape == like.shape else torch.zeros_like(like) for r in rows])
         try:
             res = self.predictor.predict(prompts, prev_mask=prev)
             return [(res.masks[i], float(res.confidence[i]), res.embeddings[i], res.prev_mask[i])
                     for i in range(len(prompts))]
-        except ValueError as exc:
+        except Exception as exc:  # noqa: BLE001 - isolated below, per object
             if len(requests) == 1:
-                warnings.append(f'track {requests[0].track.id}: {requests[0].kind} prompt failed: {exc}')
+                req = requests[0]
+                warnings.append(f'track {req.track.id} ({req.track.label}): {req.kind} prompt failed: '
+                                f'{type(exc).__name__}: {exc}')
                 return [None]
         return [self._predict([r], warnings)[0] for r in requests]
 
@@ -500,7 +504,7 @@ class PromptedTracker:
                     self._reject_init(req, confidence, warnings)
                 continue
             cand = _Candidate(k, mask, bbox, mask_centroid(mask, bbox), confidence,
-                              appearance(image, mask, embedding, cfg.colour_weight), np.asarray(logits, np.float32))
+                              appearance(image, mask, embedding, cfg.colour_weight), logits)
             if req.kind != 'init':
                 candidates.append(cand)
             elif not req.prompt.has_visual and confidence < cfg.min_confidence:

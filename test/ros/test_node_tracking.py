@@ -1,9 +1,10 @@
 """Tracked ids and 3D positions from the node over real DDS, with the shipped trained model.
 
 The node runs as users run it, with ``models/seem_tiny.pt`` (trained on generated scenes; the
-module is skipped when the file is missing) and ``depth.enabled``. A generated bag
-(:mod:`seem_ros.scenes` scenario 'demo', held-out seed 0, 160x120, 32 frames, aligned 16UC1 depth
-with its CameraInfo) is replayed through it in lockstep: the depth, its CameraInfo and the image
+module is skipped when the file is missing) and ``depth.enabled``, on each backend: eager torch,
+and onnxruntime over the graphs exported for the camera size (export cache, made on first use).
+A generated bag (:mod:`seem_ros.scenes` scenario 'demo', held-out seed 0, 640x480 camera images,
+32 frames, aligned 16UC1 depth with its CameraInfo) is replayed through it in lockstep: the depth, its CameraInfo and the image
 of a frame are published when the previous image's outputs have come back, and the bag's
 prompts (text, click, box, referring patch) right after the image they refer to. In the bag, B
 passes behind occluder A and C leaves the image and comes back. The outputs are compared with
@@ -16,7 +17,8 @@ half), and the tests assert:
 
 * each prompt (text, click, box, referring patch) gets its object and only that object, and no
   other id is ever on it: every prompted object keeps its id through the whole bag;
-* a prompted object is found on every frame where it shows at least 100 pixels, at most 3
+* a prompted object is found on every frame where it shows at least 100 pixels of the model
+  input (short side 120: ``VISIBLE_PX`` camera pixels), at most 3
   frames after it comes back from the occlusion or the exit;
 * centroids of attributed objects are within a few centimetres of the ground truth.
 """
@@ -45,7 +47,8 @@ from seem_ros.srv import ListObjects, Reset, SetObject
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / 'models' / 'seem_tiny.pt'
-SCENARIO, SEED, N, W, H = 'demo', 0, 32, 160, 120
+SCENARIO, SEED, N, W, H = 'demo', 0, 32, 640, 480
+VISIBLE_PX = 100 * (W * H) // (160 * 120)    # 100 pixels of the 160x120 model input
 OCCLUDED, EXITS = 2, 3          # demo: B passes behind A, C leaves the image and comes back
 TIMEOUT = 240.0                 # per image: CI machines are shared
 QOS = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
@@ -65,17 +68,22 @@ def bag(scene, tmp_path_factory):
     return path
 
 
-@pytest.fixture(scope='module')
-def seem(ros_namespace, tmp_path_factory):
+@pytest.fixture(scope='module', params=['torch', 'onnxruntime'])
+def seem(request, ros_namespace, tmp_path_factory):
     if not MODEL.is_file():
         pytest.skip(f'the shipped model {MODEL.relative_to(ROOT)} is missing')
     from seem_ros.model.build import build_seem
     build_seem('tiny', checkpoint=str(MODEL))      # loads strictly (a broken file fails here, not in the node)
+    backend = ['-p', 'runtime.backend:=torch']
+    if request.param == 'onnxruntime':
+        from seem_ros.runtime.export_cache import cached_export
+        graphs = cached_export(MODEL, variant='tiny', version='v1', height=H, width=W, short_side=120)
+        backend = ['-p', 'runtime.backend:=onnxruntime-cpu', '-p', f'runtime.onnx_dir:={graphs}']
     node = NodeProcess(ros_namespace, tmp_path_factory.mktemp('node') / 'node.log', [
-        '-p', f'model.checkpoint:={MODEL}', '-p', 'model.variant:=tiny', '-p', 'model.short_side:=120',
+        *backend, '-p', f'model.checkpoint:={MODEL}', '-p', 'model.variant:=tiny', '-p', 'model.short_side:=120',
         '-p', 'qos.reliability:=reliable', '-p', 'qos.depth:=10', '-p', 'publish.overlay:=false',
         '-p', 'depth.enabled:=true', '-p', 'depth.publish_points:=true', '-p', 'depth.publish_markers:=true',
-        '-p', 'diagnostics.period:=0.5'])
+        '-p', 'diagnostics.period:=0.1'])
     yield node
     if node.proc.poll() is None:
         assert node.interrupt() == 0, f'the node did not stop cleanly on SIGINT:\n{node.log()}'
@@ -112,11 +120,22 @@ class Client:
                    f'the outputs of the image stamped {stamp}')
         return tuple(self.out[key][stamp] for key in ('objects', 'label_image', 'points', 'markers'))
 
+    def received(self, topic):
+        """The node's count of ``topic`` messages, from a diagnostics message newer than the call."""
+        seen = len(self.diagnostics)
+        spin_until(self.node, lambda: len(self.diagnostics) > seen, TIMEOUT, 'diagnostics of the node')
+        return self.diagnostic(f'{topic}.received')
+
     def send(self, image, depth=None, info=None):
-        """Publish ``info``, ``depth`` (messages or None), then ``image``; returns the image's outputs."""
-        for topic, msg in (('depth/camera_info', info), ('depth', depth), ('image', image)):
+        """Publish ``info``, ``depth`` (messages or None), then, once the node has received them
+        (DDS does not order topics), ``image``; returns the image's outputs."""
+        for topic, msg in (('depth/camera_info', info), ('depth', depth)):
             if msg is not None:
+                count = self.received(topic)
                 self.pubs[topic].publish(msg)
+                spin_until(self.node, lambda t=topic: self.diagnostic(f'{t}.received') > count, TIMEOUT,
+                           f'{topic} at the node')
+        self.pubs['image'].publish(image)
         return self.outputs(image.header.stamp.sec * 10**9 + image.header.stamp.nanosec)
 
     def diagnostic(self, key):
@@ -200,12 +219,16 @@ def test_bag_replay_keeps_ids_through_occlusion_and_exit_with_3d(client, seem, b
     gt = read_ground_truth(bag)
     frames = gt.meta['frames']
     outputs, prompts = [], {}
+    depths = client.received('depth')      # the count includes earlier tests' depth images
     with BagReader(bag) as reader:
         messages = list(reader.messages(BAG_TOPICS))
     for _, group in itertools.groupby(messages, key=lambda m: m.log_time_ns):
         group = sorted(group, key=lambda m: list(BAG_TOPICS).index(m.topic))   # depth info, depth, image, prompts
         for m in group:
             if m.topic == TOPICS['image']:
+                # a camera-sized depth image may reach the node after its image: wait until it has
+                spin_until(client.node, lambda: client.diagnostic('depth.received') >= depths, TIMEOUT,
+                           f'depth image {depths} at the node')
                 client.pubs['image'].publish(bytes(m.data))
                 outputs.append(client.outputs(cdr_stamp_ns(m.data)))
             elif m.topic == TOPICS['prompt']:
@@ -213,6 +236,7 @@ def test_bag_replay_keeps_ids_through_occlusion_and_exit_with_3d(client, seem, b
                 prompts[len(prompts)] = len(outputs) - 1
             else:
                 client.pubs[BAG_TOPICS[m.topic]].publish(bytes(m.data))
+                depths += m.topic == TOPICS['depth']
         spin_until(client.node, lambda: len(client.call('list_objects', ListObjects.Request()).objects)
                    == len(prompts), TIMEOUT, f'{len(prompts)} prompted objects', idle_period=1.0)
     assert len(outputs) == N and len(prompts) == 4
@@ -237,7 +261,7 @@ def test_bag_replay_keeps_ids_through_occlusion_and_exit_with_3d(client, seem, b
             found.setdefault(g, track_id)
             obj = by_id[track_id]
             assert obj.has_position, f'frame {k}: object {track_id} without 3D'
-            if obj.position_valid and visible[g]['visible_px'] >= 50:
+            if obj.position_valid and visible[g]['visible_px'] >= VISIBLE_PX // 2:
                 errors.append(centroid_error_m(obj, visible[g]['centroid_m']))
         seen.append(found)
         cloud = np.frombuffer(bytes(points.data), np.dtype([('xyz', '<f4', 3), ('id', '<u4')]))
@@ -254,14 +278,14 @@ def test_bag_replay_keeps_ids_through_occlusion_and_exit_with_3d(client, seem, b
         assert owners.get(track_id) == {g}, f'{names[track_id]} (id {track_id}) on {owners.get(track_id)}:\n{report}'
         # ... and keeps its id through the whole bag: no other id is ever on that object.
         assert {seen[k][g] for k in range(N) if g in seen[k]} == {track_id}, f'{names[track_id]}:\n{report}'
-    # Prompted objects are found on every frame after their prompt where they show >= 100 px,
+    # Prompted objects are found on every frame after their prompt where they show >= VISIBLE_PX,
     # at most 3 frames after coming back from the occlusion or the exit.
     first = {g: min(k for k in range(N) if g in seen[k]) for g in target.values()}
     for g in target.values():
         px = [next(o['visible_px'] for o in f['objects'] if o['id'] == g) for f in frames]
         gone = px.index(0) if 0 in px else N
-        back = next((k for k in range(gone, N) if px[k] >= 100), N)
-        missed = [k for k in range(first[g], N) if px[k] >= 100 and g not in seen[k] and not back <= k < back + 3]
+        back = next((k for k in range(gone, N) if px[k] >= VISIBLE_PX), N)
+        missed = [k for k in range(first[g], N) if px[k] >= VISIBLE_PX and g not in seen[k] and not back <= k < back + 3]
         assert not missed, f'object {g} not found on frames {missed} (gone at {gone}, back at {back}):\n{report}'
     for g in (OCCLUDED, EXITS):
         assert 0 in [next(o['visible_px'] for o in f['objects'] if o['id'] == g) for f in frames], \
@@ -291,7 +315,7 @@ def test_3d_with_depth_at_another_resolution_or_invalid(client, seem, scene):
     _, colour, _ = rendered(scene, N - 1, stamps[1])
     objects, labels, _, _ = client.send(colour, depth=square)
     assert masks(objects) and not any(o.has_position for o in objects.objects)
-    seem.wait_for_log(r'ERROR.*3D fields unset: a 160x120 mask or intrinsics and a 64x64 depth image differ in '
+    seem.wait_for_log(rf'ERROR.*3D fields unset: a {W}x{H} mask or intrinsics and a 64x64 depth image differ in '
                       r'aspect ratio')
 
     _, colour, _ = rendered(scene, N - 1, stamps[2])

@@ -4,6 +4,7 @@ import time
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 from seem_ros.pipeline import (Frame, IdPool, LatestFrameWorker, Mode, Pipeline, PipelineConfig, PromptError,
@@ -64,7 +65,7 @@ class WorldPredictor:
         emb = np.array([COLOURS.get(t, (1, 1, 1)) for t in targets], np.float32)
         return SimpleNamespace(masks=masks, confidence=np.where(masks.any((1, 2)), 0.9, 0.1).astype(np.float32),
                                embeddings=emb / np.linalg.norm(emb, axis=1, keepdims=True),
-                               prev_mask=np.zeros((len(prompts), H // 4, W // 4), np.float32))
+                               prev_mask=torch.zeros(len(prompts), H // 4, W // 4))
 
     def segment_everything(self, vocabulary):
         self.calls.append(('segment_everything', tuple(vocabulary)))

@@ -6,8 +6,6 @@ import io
 import math
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -391,22 +389,6 @@ def test_options_of_the_other_mode_are_usage_errors(bags, tmp_path, capsys, args
     assert info.value.code == 2 and error in capsys.readouterr().err
 
 
-def test_replay_on_the_onnxruntime_backend(bags, checkpoint, replayed, tmp_path):
-    """The exported graphs replace torch end to end: one output per frame, the same objects (graph-level
-    numerical parity is in test_export_onnx; with random weights near-tied masks may differ in pixels)."""
-    onnx_dir = tmp_path / 'onnx'
-    assert seem_ros(['export', '--checkpoint', str(checkpoint), '--variant', 'tiny', '--out', str(onnx_dir),
-                     '--height', str(H), '--width', str(W), '--short-side', '32']) == 0
-    out = tmp_path / 'bag'
-    assert replay(bags['mcap'], out, checkpoint, '--backend', 'onnxruntime-cpu', '--onnx-dir', onnx_dir) == 0
-    on_onnx = outputs(out)
-    on_torch = outputs(replayed['mcap'][1] / 'bag')
-    assert [t for t, _, _ in on_onnx] == [t for t, _, _ in on_torch]
-    for (_, objects, label), (_, want, _) in zip(on_onnx, on_torch):
-        check_frame(objects, label)
-        assert [(o.id, o.label, o.state) for o in objects.objects] == [(o.id, o.label, o.state) for o in want.objects]
-
-
 @pytest.mark.skipif(not (ROOT / 'models' / 'seem_tiny.pt').is_file(), reason='the shipped model is missing')
 def test_depth_topic_places_every_shown_object_in_3d(bags, tmp_path, capsys):
     """With --depth-topic (the bag's aligned 16UC1 depth and its CameraInfo) every shown object
@@ -425,24 +407,6 @@ def test_depth_topic_places_every_shown_object_in_3d(bags, tmp_path, capsys):
     capsys.readouterr()
     assert seem_ros(['replay', str(bags['mcap']), '--out', str(tmp_path / 'b'), '--depth-topic', '/nope']) == 1
     assert 'has no topic /nope' in capsys.readouterr().err
-
-
-def test_demo_command(checkpoint, tmp_path):
-    """``make demo``'s command end to end on a short scene (in its own process: it sets torch's threads)."""
-    out = tmp_path / 'demo_out'
-    run = subprocess.run([sys.executable, '-m', 'seem_ros.cli.main', 'demo', '--out', str(out), '--checkpoint',
-                          str(checkpoint), '--frames', '6', '--width', '160', '--height', '120', '--short-side', '32'],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr
-    assert 'frames       6 in, 6 out' in run.stdout and '4 applied (4 from /seem/prompt)' in run.stdout
-    rows = run.stdout.split('3. masks against the ground truth')[1].splitlines()[2:6]
-    assert [r.split()[0] for r in rows] == ['text', 'click', 'box', 'reference']
-    with BagReader(out / 'output_bag') as reader:
-        assert {t.name: t.count for t in reader.topics.values()} == {
-            '/seem/objects': 6, '/seem/label_image': 6, '/seem/overlay': 6}
-    last = outputs(out / 'output_bag')[-1][1]
-    assert all(o.has_position for o in last.objects if o.state != o.LOST), 'the demo places objects in 3D'
-    assert (out / 'overlay.mp4').stat().st_size > 0 and len(list(out.glob('overlay_*.png'))) == 4
 
 
 def test_demo_without_the_model(tmp_path, capsys):

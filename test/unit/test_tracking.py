@@ -8,6 +8,7 @@ last test drives :class:`PromptedTracker` with the real :class:`SeemPredictor` (
 from types import SimpleNamespace
 
 import numpy as np
+import torch
 import pytest
 
 from seem_ros.prompts import ObjectPrompt, ReferencePatch
@@ -82,7 +83,7 @@ class WorldPredictor:
         emb = np.array([COLOURS.get(t, (0, 0, 0)) for t in targets], np.float32) + 1.0
         return SimpleNamespace(masks=masks, confidence=np.where(masks.any((1, 2)), 0.9, 0.0).astype(np.float32),
                                embeddings=emb / np.linalg.norm(emb, axis=1, keepdims=True),
-                               prev_mask=np.zeros((len(prompts), H // 4, W // 4), np.float32))
+                               prev_mask=torch.zeros(len(prompts), H // 4, W // 4))
 
 
 def click(x, y, positive=True):
@@ -444,6 +445,37 @@ def test_prompted_bad_prompt_is_isolated():
     assert seen == [{a: 1}] * 2
     assert any(f'track {bad} removed' in w for w in outs[0].warnings)
     assert [t.id for t in tracker.tracks()] == [a]
+
+
+def test_prompted_failing_reference_of_a_tracked_object_is_that_objects_failure():
+    """Any exception (here a RuntimeError, as a backend raises) from one tracked object's
+    prompt or reference costs that object the frame only: a warning names it and the cause, the
+    other objects are decoded, and the failing object is found again once its prompt works."""
+    class Flaky(WorldPredictor):
+        failing = False
+
+        def predict(self, prompts, prev_mask=None):
+            if self.failing and any(p.reference is not None for p in prompts):
+                raise RuntimeError('graph encoder-64x64.fp32 was not exported')
+            return super().predict(prompts, prev_mask)
+
+    predictor = Flaky()
+    tracker = PromptedTracker(predictor, PromptedConfig(reference_interval_s=0.0))
+    a = tracker.add(click(15, 15))
+    b = tracker.add(click(55, 45))
+    steady = [{1: (10, 10), 2: (50, 40)}] * 3
+    run_prompted(tracker, predictor, steady)
+    b_gone = [{1: (10 + k, 10)} for k in range(3)]              # b leaves: its search uses its reference
+    predictor.failing = True
+    seen, outs = run_prompted(tracker, predictor, b_gone, first=3)
+    assert [s.get(a) for s in seen] == [1, 1, 1]
+    failed = [w for out in outs for w in out.warnings if 'prompt failed' in w]
+    assert failed and all(w.startswith(f'track {b} (') and 'RuntimeError: graph encoder-64x64.fp32' in w
+                          for w in failed)
+    assert {t.id for t in tracker.tracks()} == {a, b}           # kept, not removed
+    predictor.failing = False
+    seen, _ = run_prompted(tracker, predictor, [{1: (13, 10), 2: (50, 40)}] * 2, first=6)
+    assert seen[-1] == {a: 1, b: 2}
 
 
 def test_prompted_remove_during_predict_is_safe():
