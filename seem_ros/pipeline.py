@@ -32,7 +32,7 @@ from .tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConf
                        TrackState, mask_iou, merge_prompts)
 
 __all__ = ['Frame', 'FrameResult', 'IdPool', 'LatestFrameWorker', 'Mode', 'ObjectInfo', 'Pipeline', 'PipelineConfig',
-           'PromptError', 'StampedBuffer', 'TrackOutput', 'TrackState', 'fit_prompt']
+           'StampedBuffer', 'TrackOutput', 'TrackState', 'fit_prompt']
 
 EVERYTHING_OVERLAP_IOU = 0.5
 """An everything-mode segment overlapping a visible prompted object this much is that object."""

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from .prompts import ObjectPrompt, PromptError
 
-__all__ = ['PromptError', 'draw', 'rasterize', 'resize_drawn']
+__all__ = ['draw', 'rasterize', 'resize_drawn']
 
 _DILATE = np.ones((3, 3), np.uint8)
 DRAWN = 255

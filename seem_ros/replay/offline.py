@@ -1,8 +1,8 @@
 """``seem-ros replay``: run a rosbag2 bag through the node's pipeline and record its outputs.
 
 Offline (default), no ROS graph: the bag (MCAP or sqlite3) is read in log-time order and every
-image goes through the same :class:`~seem_ros.pipeline.Pipeline` and message conversions as the
-node, synchronously: each input image gives exactly one output of every kind, none is dropped.
+image goes through the node's own core, a :class:`~seem_ros.session.Session` (prompt intake,
+depth pairing and 3D, outputs), and the node's message conversions, synchronously: each input image gives exactly one output of every kind, none is dropped.
 Prompts come from every ``seem_ros/msg/Prompt`` topic of the bag and/or a YAML script
 (:mod:`.prompts_yaml`); they are applied as the node applies them (a prompt refers to the buffered
 image with its header stamp). Outputs, with the input image's header, logged at the input image's
@@ -30,16 +30,17 @@ import argparse
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
 
-from ..geometry.depth3d import DEPTH_BUFFER, depth_to_metres, place_objects
-from ..pipeline import Frame, FrameResult, Pipeline, PromptError, StampedBuffer, TrackState
+from ..pipeline import Frame, FrameResult, TrackState
 from ..progress import Progress
+from ..prompts import PromptError
+from ..session import LoadError, Session, load_session
 from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter, check_output
 from .prompts_yaml import PromptEvent, PromptFileError, describe, load_prompts
 
@@ -94,21 +95,6 @@ def load_params(params_file=None, overrides: Optional[dict] = None):
         return SeemParams.from_values(values)
     except (ValueError, TypeError) as exc:
         raise ReplayError(f'invalid setting: {exc}') from exc
-
-
-def load_pipeline(params, overlay: bool) -> Pipeline:
-    """The node's pipeline for ``params`` (a ``SeemParams``), drawing overlays when ``overlay``."""
-    checkpoint = Path(params.model__checkpoint).expanduser()
-    if not checkpoint.is_file():
-        raise ReplayError(f"model checkpoint '{params.model__checkpoint}' does not exist "
-                          '(pass --checkpoint FILE, e.g. one written by seem-ros train or synth-checkpoint)')
-    from ..predictor import SeemPredictor
-    try:
-        predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
-    except Exception as exc:  # noqa: BLE001 - any loading problem is reported the same way
-        raise ReplayError(f"cannot load checkpoint '{checkpoint}' as {params.requested_model()}: "
-                          f'{type(exc).__name__}: {exc}') from exc
-    return Pipeline(predictor, replace(params.pipeline_config(), overlay=overlay))
 
 
 @dataclass
@@ -269,67 +255,56 @@ def png_indices(n_frames: Optional[int], count: int) -> List[int]:
     return sorted({min(n_frames - 1, int(round((i + 1) * n_frames / (count + 1)))) for i in range(count)})
 
 
-def _camera_info_of(reader: BagReader, image_topic: str, camera_info_topic: Optional[str]) -> Optional[str]:
-    """``camera_info_topic`` checked; None = the image's sibling camera_info when the bag has it."""
-    if camera_info_topic is None:
-        sibling = image_topic.rsplit('/', 1)[0] + '/camera_info'
-        camera_info_topic = sibling if sibling in reader.topics else ''
-    if camera_info_topic:
-        reader.require(camera_info_topic, (CAMERA_INFO_TYPE,))
-    return camera_info_topic or None
-
-
-def select_topics(reader: BagReader, image_topic: str, camera_info_topic: Optional[str],
-                  bag_prompts: bool):
-    """(image topic, camera info topic or None, prompt topics), checked against the bag."""
+def select_topics(reader: BagReader, image_topic: str, bag_prompts: bool):
+    """(image topic, prompt topics), checked against the bag."""
     image = reader.require(image_topic, IMAGE_TYPES)
-    camera_info_topic = _camera_info_of(reader, image_topic, camera_info_topic)
     prompts = [t.name for t in reader.topics.values() if t.msgtype == PROMPT_TYPE] if bag_prompts else []
     for name in prompts:
         reader.require(name, (PROMPT_TYPE,))
-    return image, camera_info_topic, prompts
+    return image, prompts
 
 
 def select_depth_topics(reader: BagReader, depth_topic: Optional[str], depth_info_topic: Optional[str]):
-    """(depth topic, its camera info topic), checked against the bag; (None, None) without depth."""
+    """(depth topic, its camera info topic), checked against the bag; (None, None) without depth.
+    The info topic defaults to the depth topic's sibling ``camera_info``."""
     if not depth_topic:
         return None, None
     reader.require(depth_topic, ('sensor_msgs/msg/Image',))
-    info = _camera_info_of(reader, depth_topic, depth_info_topic)
-    if info is None:
+    if depth_info_topic is None:
+        sibling = depth_topic.rsplit('/', 1)[0] + '/camera_info'
+        depth_info_topic = sibling if sibling in reader.topics else ''
+    if not depth_info_topic:
         raise BagError(f'{reader.path}: no CameraInfo for the depth topic {depth_topic} (pass --depth-info-topic)')
-    return depth_topic, info
+    reader.require(depth_info_topic, (CAMERA_INFO_TYPE,))
+    return depth_topic, depth_info_topic
 
 
 @dataclass(frozen=True)
 class DepthInput:
-    """The bag's aligned depth image and its CameraInfo, with the node's ``depth.*`` settings."""
+    """The bag's aligned depth image topic and its CameraInfo topic."""
 
     topic: str
     info_topic: str
-    slop_ms: float
-    max_depth: float
-    erode_px: int
-    min_points: int
 
 
 class Replay:
-    """One offline replay of ``reader`` through ``pipeline`` into ``writer``.
+    """One offline replay of ``reader`` through ``session`` into ``writer``.
 
     Args:
         reader, writer: the input and output bags.
-        pipeline: the node's pipeline (:func:`load_pipeline`).
-        image_topic, camera_info_topic, prompt_topics: from :func:`select_topics`.
+        session: the node's core (:func:`~seem_ros.session.load_session`).
+        image_topic, prompt_topics: from :func:`select_topics`.
         events: YAML prompts.
         outputs: keys of :data:`OUTPUTS` to write.
         files: overlay video/PNGs, or None.
         prompts_name: what the YAML prompts are called in messages and counts (the file name).
         log: where warnings go (a line at a time).
-        depth: the depth input that fills the objects' 3D fields, or None.
+        depth: the depth topics that fill the objects' 3D fields (the session's depth settings
+            must be set), or None.
     """
 
-    def __init__(self, reader: BagReader, writer: BagWriter, pipeline: Pipeline, *, image_topic: str,
-                 camera_info_topic: Optional[str], prompt_topics: Sequence[str], events: Sequence[PromptEvent] = (),
+    def __init__(self, reader: BagReader, writer: BagWriter, session: Session, *, image_topic: str,
+                 prompt_topics: Sequence[str], events: Sequence[PromptEvent] = (),
                  outputs: Sequence[str] = ('objects', 'label_image'), files: Optional[OverlayFiles] = None,
                  prompts_name: str = 'YAML', log: Callable[[str], None] = print,
                  depth: Optional[DepthInput] = None):
@@ -342,8 +317,8 @@ class Replay:
         self._types = {'sensor_msgs/msg/Image': Image, 'sensor_msgs/msg/CompressedImage': CompressedImage,
                        CAMERA_INFO_TYPE: CameraInfo, PROMPT_TYPE: Prompt}
         self._conv = conversions
-        self.reader, self.writer, self.pipeline = reader, writer, pipeline
-        self.image_topic, self.camera_info_topic = image_topic, camera_info_topic
+        self.reader, self.writer, self.session = reader, writer, session
+        self.image_topic = image_topic
         self.prompt_topics = list(prompt_topics)
         self.pending_events = list(events)
         self.prompts_name = prompts_name
@@ -351,17 +326,14 @@ class Replay:
         self.files = files
         self.log = log
         self.stats = ReplayStats(str(reader.path), str(writer.path))
-        self._intrinsics = None
         self._first_stamp: Optional[int] = None
         self.depth = depth
-        self._depth = StampedBuffer(DEPTH_BUFFER)
-        self._depth_info = None          # (K, width, height) of the newest depth CameraInfo
 
     def run(self, progress: Optional[Progress] = None) -> ReplayStats:
         """Replay every frame; stops at the first damage or bad image (``stats.error``)."""
         start = time.monotonic()
         pending = None      # (frame, index, log time): processed once every message of its log time is in
-        topics = [self.image_topic, *self.prompt_topics] + ([self.camera_info_topic] if self.camera_info_topic else [])
+        topics = [self.image_topic, *self.prompt_topics]
         if self.depth is not None:
             topics += [self.depth.topic, self.depth.info_topic]
         try:
@@ -371,13 +343,10 @@ class Replay:
                     pending = None
                 if msg.topic == self.image_topic:
                     pending = self._frame(msg)
-                elif msg.topic == self.camera_info_topic:
-                    self._camera_info(msg)
                 elif self.depth is not None and msg.topic == self.depth.topic:
                     self._depth_image(msg)
                 elif self.depth is not None and msg.topic == self.depth.info_topic:
-                    info = self._decode(msg)
-                    self._depth_info = (tuple(info.k), int(info.width), int(info.height))
+                    self._depth_info(msg)
                 else:
                     self._bag_prompt(msg)
             if pending is not None:
@@ -421,8 +390,7 @@ class Replay:
             raise ReplayError(f'frame {index} on {msg.topic} (stamp {stamp * 1e-9:.3f} s): {exc}; '
                               'replay stops at an image it cannot use') from exc
         self.stats.frames_in += 1
-        frame = Frame(rgb, stamp, image.header.frame_id, intrinsics=self._intrinsics)
-        self.pipeline.remember(frame)
+        frame = self.session.frame(rgb, stamp, image.header.frame_id)
         if self._first_stamp is None:
             self._first_stamp = stamp
         due = [e for e in self.pending_events if e.due(index, stamp, self._first_stamp)]
@@ -431,42 +399,20 @@ class Replay:
             self._add(event.prompt, stamp, 0, False, f'{self.prompts_name} prompt {event.index}', self.prompts_name)
         return frame, index, msg.log_time_ns
 
-    def _camera_info(self, msg: BagMessage) -> None:
-        from ..geometry.depth3d import CameraIntrinsics
-        info = self._decode(msg)
-        try:
-            self._intrinsics = CameraIntrinsics.from_matrix(info.k, info.width, info.height)
-        except ValueError as exc:
-            self.log(f'warning: {msg.topic}: {exc}')
-
     def _depth_image(self, msg: BagMessage) -> None:
         image = self._decode(msg)
         try:
-            depth = depth_to_metres(self._conv.image_to_numpy(image), image.encoding, max_depth=self.depth.max_depth)
-        except (self._conv.ImageError, ValueError) as exc:
+            self.session.depth(self._conv.image_to_numpy(image), image.encoding,
+                               self._conv.stamp_to_ns(image.header.stamp))
+        except ValueError as exc:       # conv.ImageError too
             self._warn(f'{msg.topic}: {exc}; that depth image is skipped')
-            return
-        self._depth.add(self._conv.stamp_to_ns(image.header.stamp), depth)
 
-    def _geometry(self, result: FrameResult):
-        """The 3D of ``result``'s objects from the depth image nearest its stamp (as the node), or
-        None (with a warning) when that depth or its CameraInfo is missing or does not fit."""
-        depth = self._depth.nearest(result.frame.stamp_ns, int(self.depth.slop_ms * 1e6))
-        problems = []
-        if depth is None:
-            problems.append(f'no depth image within {self.depth.slop_ms:g} ms of the image')
-        if self._depth_info is None:
-            problems.append('no depth CameraInfo yet')
-        if problems:
-            self._warn(f'3D fields unset: {" and ".join(problems)}')
-            return None
-        k, width, height = self._depth_info
+    def _depth_info(self, msg: BagMessage) -> None:
+        info = self._decode(msg)
         try:
-            return place_objects(result.shown_masks(), depth, k, (width, height), erode_px=self.depth.erode_px,
-                                 min_points=self.depth.min_points)
+            self.session.depth_info(info.k, info.width, info.height)
         except ValueError as exc:
-            self._warn(f'3D fields unset: {exc}')
-            return None
+            self._warn(f'{msg.topic}: {exc}; the last good CameraInfo is kept')
 
     def _warn(self, text: str, where: str = '') -> None:
         """Count ``text`` in the summary; log it (after ``where``) the first time."""
@@ -490,8 +436,8 @@ class Replay:
     def _add(self, prompt, stamp_ns: int, object_id: int, refine: bool, source: str, counter: str) -> None:
         """Add or update an object as the node does (a zero stamp means the newest frame)."""
         try:
-            object_id, warnings = self.pipeline.add_object(prompt, stamp_ns=stamp_ns or None, object_id=object_id,
-                                                           refine=refine)
+            object_id, warnings = self.session.add_prompt(prompt, stamp_ns=stamp_ns, object_id=object_id,
+                                                          refine=refine)
         except PromptError as exc:
             self._reject(source, exc)
             return
@@ -507,7 +453,7 @@ class Replay:
         """Process ``frame`` and write its outputs."""
         from std_msgs.msg import Header
         try:
-            result = self.pipeline.process(frame)
+            output = self.session.process(frame)
         except Exception as exc:  # noqa: BLE001 - counted and logged once per cause; the next frame is tried
             cause = f'inference failed: {type(exc).__name__}: {exc}'
             if not self.stats.failed[cause]:
@@ -517,17 +463,15 @@ class Replay:
             if progress is not None:
                 progress.update()
             return
+        result = output.result
         for w in result.warnings:
             self._warn(w, where=f'frame {index}: ')
-        geometries = self._geometry(result) if self.depth is not None else None
-        conv = self._conv
-        header = Header(stamp=conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
-        messages = {'objects': lambda: conv.result_to_msg(result, header, geometries),
-                    'label_image': lambda: conv.numpy_to_image(result.label_image, 'mono16', header),
-                    'overlay': lambda: conv.numpy_to_image(result.overlay, 'rgb8', header)}
-        for key in self.outputs:
+        if output.problem:
+            self._warn(output.problem)
+        header = Header(stamp=self._conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
+        for key, msg in self._conv.output_messages(output, header, self.outputs).items():
             topic, msgtype = OUTPUTS[key]
-            self.writer.write(topic, msgtype, log_time_ns, self._serialize(messages[key]()))
+            self.writer.write(topic, msgtype, log_time_ns, self._serialize(msg))
         if self.files is not None:
             self.files.add(index, frame.stamp_ns, result.overlay)
         self.stats.add_result(index, result)
@@ -551,9 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f'do not apply the bag\'s {PROMPT_TYPE} messages')
     parser.add_argument('--image-topic', default='/camera/image_raw',
                         help='sensor_msgs/Image or CompressedImage topic (default /camera/image_raw)')
-    parser.add_argument('--camera-info-topic', default=None,
-                        help='CameraInfo topic (default: the image topic\'s sibling camera_info if the bag has it; '
-                             '"" for none)')
     parser.add_argument('--depth-topic', help='aligned depth image topic (16UC1 mm or 32FC1 m): fills each object\'s '
                         '3D fields with the depth.* settings (default: none; offline only)')
     parser.add_argument('--depth-info-topic', help='CameraInfo of the depth image (default: the depth topic\'s '
@@ -657,24 +598,26 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
     params = load_params(args.params_file, overrides)
     check_output(args.out, args.overwrite)
     with BagReader(args.bag) as reader:
-        image_topic, camera_info_topic, prompt_topics = select_topics(reader, args.image_topic, args.camera_info_topic,
-                                                                      not args.ignore_bag_prompts)
+        image_topic, prompt_topics = select_topics(reader, args.image_topic, not args.ignore_bag_prompts)
         depth_topic, depth_info_topic = select_depth_topics(reader, args.depth_topic, args.depth_info_topic)
-        depth = (DepthInput(depth_topic, depth_info_topic, params.depth__slop_ms, params.depth__max_depth,
-                            params.depth__erode_px, params.depth__min_points) if depth_topic else None)
+        depth = DepthInput(depth_topic, depth_info_topic) if depth_topic else None
         outputs = ['objects'] + (['label_image'] if params.publish__label_image else [])
         if args.overlay or params.publish__overlay:
             outputs.append('overlay')
         files = (OverlayFiles(args.video, args.png_dir, png_indices(image_topic.count, args.pngs))
                  if args.video or args.png_dir else None)
-        pipeline = load_pipeline(params, overlay='overlay' in outputs or files is not None)
+        try:
+            session = load_session(params, overlay='overlay' in outputs or files is not None,
+                                   depth=depth is not None)
+        except LoadError as exc:
+            raise ReplayError(f'{exc} (pass --checkpoint FILE, e.g. one written by seem-ros train or '
+                              'synth-checkpoint)') from exc
         print(f'replay {args.bag} ({reader.storage}, {image_topic.count or "?"} frames on {image_topic.name}'
               f'{", prompts from " + ", ".join(prompt_topics) if prompt_topics else ""}) with '
-              f'{params.model__checkpoint} ({pipeline.predictor.model_name})',
+              f'{params.model__checkpoint} ({session.pipeline.predictor.model_name})',
               file=sys.stderr)
         writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
-        replay = Replay(reader, writer, pipeline, image_topic=image_topic.name, camera_info_topic=camera_info_topic,
-                        prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
+        replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
                         log=lambda line: print(line, file=sys.stderr), depth=depth)
         with Progress(image_topic.count, 'replay', unit='frames', enabled=True if args.progress else None) as bar:

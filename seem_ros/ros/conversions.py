@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import array
 import io
-from typing import List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -15,12 +15,13 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..geometry.depth3d import ObjectGeometry
-from ..geometry.ros_outputs import position_fields
+from ..geometry.ros_outputs import box_markers, point_cloud, position_fields
 from ..mask_codec import CompactMask
 from ..msg import BoundingBox2D, Polyline, Prompt, TrackedObject, TrackedObjectArray
-from ..pipeline import FrameResult, PromptError
-from ..prompts import (InputLimits, ObjectPrompt, ReferencePatch, box_mask, check_boxes, check_coordinates,
-                       check_prompt)
+from ..pipeline import FrameResult
+from ..prompts import (InputLimits, ObjectPrompt, PromptError, ReferencePatch, box_mask, check_boxes,
+                       check_coordinates, check_prompt)
+from ..session import SessionOutput
 from .guard import clip_text
 
 # encoding -> (numpy dtype, channels)
@@ -292,3 +293,17 @@ def result_to_msg(result: FrameResult, header: Header,
             mask_width=compact.width, mask_height=compact.height, mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes()),
             **position_fields(geometries[i] if geometries is not None else None)))
     return TrackedObjectArray(header=header, image_width=w, image_height=h, objects=objects)
+
+
+def output_messages(output: SessionOutput, header: Header, keys: Sequence[str]) -> Dict[str, object]:
+    """The messages of one processed frame for each of ``keys``, all with ``header`` (the image's):
+    'objects' (TrackedObjectArray with the 3D fields), 'label_image' (mono16), 'overlay' (rgb8,
+    when drawn), 'points' (PointCloud2 of the placed objects) and 'markers' (MarkerArray)."""
+    result, placed = output.result, output.placed
+    ids, geometries = [o.id for o, _ in placed], [g for _, g in placed]
+    build = {'objects': lambda: result_to_msg(result, header, output.geometries),
+             'label_image': lambda: numpy_to_image(result.label_image, 'mono16', header),
+             'overlay': lambda: numpy_to_image(result.overlay, 'rgb8', header),
+             'points': lambda: point_cloud(header, geometries, ids),
+             'markers': lambda: box_markers(header, geometries, ids, [o.label for o, _ in placed])}
+    return {key: build[key]() for key in keys if key != 'overlay' or result.overlay is not None}

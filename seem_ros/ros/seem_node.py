@@ -1,10 +1,11 @@
 """The SEEM lifecycle node: camera images and prompts in, tracked instance masks with ids out.
 
-Thin glue over :class:`seem_ros.pipeline.Pipeline` (segmentation and tracking) and
-:mod:`seem_ros.geometry` (3D from aligned depth): messages are converted here, everything else
-happens there. Inference runs on a worker thread (the newest image wins); after it, the image's
-objects are placed in 3D with the depth image of the nearest stamp, when one has arrived (2D
-output never waits for depth). Prompt topics and services run in their own callback group on a
+An adapter over :class:`seem_ros.session.Session` (segmentation, tracking, prompt intake, depth
+pairing and 3D, the outputs as plain data; offline replay uses the same session): messages are
+converted here, threads, publishers and the lifecycle are handled here, everything else happens
+there. Inference runs on a worker thread (the newest image wins); after it, the image's objects
+are placed in 3D with the depth image of the nearest stamp, when one has arrived (2D output
+never waits for depth). Prompt topics and services run in their own callback group on a
 multi-threaded executor.
 
 Run: ``python -m seem_ros.ros.seem_node --ros-args --params-file config/seem.yaml``.
@@ -16,7 +17,6 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -32,11 +32,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header, String
 
-from ..geometry.depth3d import DEPTH_BUFFER, CameraIntrinsics, depth_to_metres, place_objects
-from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray, box_markers, point_cloud
+from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray
 from ..msg import Prompt, TrackedObjectArray
-from ..pipeline import Frame, FrameResult, IdPool, LatestFrameWorker, Pipeline, PromptError, StampedBuffer
-from ..prompts import InputLimits, ObjectPrompt
+from ..pipeline import IdPool, LatestFrameWorker, Pipeline
+from ..prompts import InputLimits, ObjectPrompt, PromptError
+from ..session import LoadError, Session, SessionOutput, load_session
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
 from . import conversions as conv
 from .guard import EntryGuard, KeyedThrottle, SourceRate, parameters_refused, service_failure
@@ -55,16 +55,14 @@ class SeemNode(LifecycleNode):
 
     def __init__(self, **kwargs):
         self.params: Optional[SeemParams] = None
-        self.pipeline: Optional[Pipeline] = None
+        self.session: Optional[Session] = None
         self._worker: Optional[LatestFrameWorker] = None
         self._pubs = {}
         self._srvs = []
         self._subs = []
         self._diag_timer = None
-        self._depth = StampedBuffer(DEPTH_BUFFER)
-        self._ids = IdPool()             # outlives pipelines: ids are never reused while the node runs
-        self._lock = threading.Lock()    # guards _depth, _depth_info, _stats
-        self._depth_info = None          # (K, width, height) of the newest depth/camera_info
+        self._ids = IdPool()             # outlives sessions: ids are never reused while the node runs
+        self._lock = threading.Lock()    # guards _stats
         self._stats = {}                 # counters for ~/diagnostics, and _inputs: name -> InputStats
         self._inputs = {}
         self._reset_stats()              # (reset at every configure)
@@ -83,6 +81,12 @@ class SeemNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._guard('parameters', self._on_set_parameters, parameters_refused))
         self._prompt_group = MutuallyExclusiveCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
+
+    @property
+    def pipeline(self) -> Optional[Pipeline]:
+        """The configured session's pipeline, or None."""
+        session = self.session
+        return session.pipeline if session is not None else None
 
     # ---------------------------------------------------------------- guarded entry points
     def create_subscription(self, msg_type, topic, callback, *args, **kwargs):
@@ -109,20 +113,15 @@ class SeemNode(LifecycleNode):
         except ValueError as exc:
             self.get_logger().error(f'configure failed: invalid parameter: {exc}')
             return TransitionCallbackReturn.FAILURE
-        checkpoint = Path(params.model__checkpoint).expanduser()
-        if not params.model__checkpoint or not checkpoint.is_file():
-            self.get_logger().error(f"configure failed: model.checkpoint: no such file '{params.model__checkpoint}'")
-            return TransitionCallbackReturn.FAILURE
         t0 = time.perf_counter()
         try:
-            from ..predictor import SeemPredictor
-            predictor = SeemPredictor.from_checkpoint(str(checkpoint), **params.predictor_options())
-        except Exception as exc:  # noqa: BLE001 - any loading problem fails the transition
-            self.get_logger().error(f"configure failed: cannot load checkpoint '{checkpoint}' as "
-                                    f'{params.requested_model()}: {type(exc).__name__}: {exc}')
+            session = load_session(params, ids=self._ids)
+        except LoadError as exc:
+            self.get_logger().error(f'configure failed: {exc}')
             return TransitionCallbackReturn.FAILURE
+        predictor = session.pipeline.predictor
         self.params = params
-        self.pipeline = Pipeline(predictor, params.pipeline_config(), self._ids)
+        self.session = session
         self._limits = params.input_limits()
         self._prompt_rate = SourceRate(params.limits__prompt_rate)
         self._reset_stats()
@@ -205,11 +204,8 @@ class SeemNode(LifecycleNode):
             with self._lock:
                 self._stats['dropped_earlier'] += self._worker.dropped
             self._worker = None
-        if self.pipeline is not None:
-            self.pipeline.clear_frames()
-        with self._lock:
-            self._depth.clear()
-            self._depth_info = None
+        if self.session is not None:
+            self.session.clear()
         _empty_gpu_cache()
 
     def _release(self) -> None:
@@ -219,9 +215,9 @@ class SeemNode(LifecycleNode):
         for srv in self._srvs:
             self.destroy_service(srv)
         self._srvs = []
-        if self.pipeline is not None:
-            self.pipeline.reset()        # its ids go back to the pool (they are not handed out again soon)
-        self.pipeline = None
+        if self.session is not None:
+            self.session.pipeline.reset()    # its ids go back to the pool (they are not handed out again soon)
+        self.session = None
         self.params = None
         _empty_gpu_cache()
 
@@ -271,30 +267,26 @@ class SeemNode(LifecycleNode):
             stats.add(conv.stamp_to_ns(header.stamp))
 
     def _on_depth(self, msg: Image) -> None:
-        params = self.params
-        if params is None:
+        session = self.session
+        if session is None:
             return
         self._received('depth', msg.header)
         try:
-            depth = depth_to_metres(conv.image_to_numpy(msg, self._limits), msg.encoding,
-                                    max_depth=params.depth__max_depth)
+            session.depth(conv.image_to_numpy(msg, self._limits), msg.encoding, conv.stamp_to_ns(msg.header.stamp))
         except ValueError as exc:       # conv.ImageError too
             self._input_error(f'depth: {exc}')
-            return
-        with self._lock:
-            self._depth.add(conv.stamp_to_ns(msg.header.stamp), depth)
 
     def _on_depth_info(self, msg: CameraInfo) -> None:
         """Keep the intrinsics of the depth image (the colour camera's do too: they are rescaled);
         physically impossible ones are rejected and the last good ones kept."""
         self._received('depth/camera_info', msg.header)
+        session = self.session
+        if session is None:
+            return
         try:
-            CameraIntrinsics.from_matrix(msg.k, int(msg.width), int(msg.height))
+            session.depth_info(msg.k, msg.width, msg.height)
         except ValueError as exc:
             self._input_error(f'depth/camera_info: {exc}')
-            return
-        with self._lock:
-            self._depth_info = (tuple(msg.k), int(msg.width), int(msg.height))
 
     def _input_error(self, text: str) -> None:
         with self._lock:
@@ -303,87 +295,49 @@ class SeemNode(LifecycleNode):
             self.get_logger().error(f'{text} (dropped; repeats are logged every {self._throttle.period:g} s)')
 
     def _submit(self, rgb: np.ndarray, header: Header) -> None:
-        pipeline, worker = self.pipeline, self._worker
-        if pipeline is None or worker is None:
+        session, worker = self.session, self._worker
+        if session is None or worker is None:
             return
-        frame = Frame(rgb, conv.stamp_to_ns(header.stamp), header.frame_id)
+        frame = session.frame(rgb, conv.stamp_to_ns(header.stamp), header.frame_id)
         with self._lock:
             self._stats['received'] += 1
             self._stats['last_image'] = time.monotonic()
-        pipeline.remember(frame)
-        worker.submit((frame, time.perf_counter()))
+        worker.submit((session, frame, time.perf_counter()))
 
     def _infer(self, item) -> None:
-        """Worker: run the pipeline, then pair depth, publish every output with the image header.
+        """Worker: process the frame in its session, publish every output with the image header.
 
-        The job keeps the pipeline, parameters and publishers it started with (deactivate waits
+        The job keeps the session, parameters and publishers it started with (deactivate waits
         for it, see :meth:`_stop_inputs`), so a reconfiguration never sees half of it."""
-        frame, received = item
-        pipeline, params, pubs = self.pipeline, self.params, self._pubs
-        if pipeline is None:
-            return
-        result = pipeline.process(frame)
-        for warning in result.warnings:
+        session, frame, received = item
+        params, pubs = self.params, self._pubs
+        if params is None or session is not self.session:
+            return                                   # reconfigured meanwhile: its outputs are dropped
+        output = session.process(frame)
+        for warning in output.result.warnings:
             if self._throttle(warning):
                 self.get_logger().warning(warning)
-        self._publish(pubs, result, self._geometry(result, params) if params.depth__enabled else None)
+        if output.problem and self._throttle(output.problem):
+            log = self.get_logger().error if output.problem_is_error else self.get_logger().warning
+            log(f'{output.problem} (repeats are logged every {self._throttle.period:g} s)')
+        self._publish(pubs, output)
         latency = (time.perf_counter() - received) * 1e3
         with self._lock:
             s = self._stats
             s['processed'] += 1
             s['latency_ms'] = latency
             s['latency_sum_ms'] += latency
-            s['timings'] = result.timings
-            s['objects'] = len(result.objects)
-
-    def _geometry(self, result: FrameResult, params) -> Optional[list]:
-        """Per object of ``result``, its :class:`~seem_ros.geometry.ObjectGeometry` from the depth
-        image nearest to its stamp (None for LOST objects); None when the depth or its
-        CameraInfo is missing or does not fit (throttled message, counted in diagnostics)."""
-        with self._lock:
-            depth = self._depth.nearest(result.frame.stamp_ns, int(params.depth__slop_ms * 1e6))
-            info = self._depth_info
-            self._stats['depth_paired' if depth is not None else 'depth_missing'] += 1
-            if info is None:
-                self._stats['camera_info_missing'] += 1
-        problems = []
-        if depth is None:
-            problems.append(f'no depth image within {params.depth__slop_ms:g} ms of the image')
-        if info is None:
-            problems.append('no depth/camera_info received')
-        if problems:
-            self._warn_throttled(f'3D fields unset: {" and ".join(problems)} (2D outputs are published)')
-            return None
-        k, width, height = info
-        try:
-            return place_objects(result.shown_masks(), depth, k, (width, height), erode_px=params.depth__erode_px,
-                                 min_points=params.depth__min_points, return_points=params.depth__publish_points)
-        except ValueError as exc:
-            text = f'3D fields unset: {exc}'
-            if self._throttle(text):
-                self.get_logger().error(f'{text} (repeats are logged every {self._throttle.period:g} s)')
-            return None
-
-    def _warn_throttled(self, text: str) -> None:
-        if self._throttle(text):
-            self.get_logger().warning(f'{text} (repeats are logged every {self._throttle.period:g} s)')
+            s['timings'] = output.result.timings
+            s['objects'] = len(output.result.objects)
 
     @staticmethod
-    def _publish(pubs: dict, result: FrameResult, geometries: Optional[list]) -> None:
-        """Every output of ``result`` on ``pubs``; the 3D ones (empty without ``geometries``) when enabled."""
-        header = Header(stamp=conv.ns_to_stamp(result.frame.stamp_ns), frame_id=result.frame.frame_id)
-        pubs['objects'].publish(conv.result_to_msg(result, header, geometries))
-        if 'label_image' in pubs:
-            pubs['label_image'].publish(conv.numpy_to_image(result.label_image, 'mono16', header))
-        if 'overlay' in pubs and result.overlay is not None:
-            pubs['overlay'].publish(conv.numpy_to_image(result.overlay, 'rgb8', header))
-        if 'points' in pubs or 'markers' in pubs:
-            placed = [(o, g) for o, g in zip(result.objects, geometries or ()) if g is not None]
-            ids, labels = [o.id for o, _ in placed], [o.label for o, _ in placed]
-            if 'points' in pubs:
-                pubs['points'].publish(point_cloud(header, [g for _, g in placed], ids))
-            if 'markers' in pubs:
-                pubs['markers'].publish(box_markers(header, [g for _, g in placed], ids, labels))
+    def _publish(pubs: dict, output: SessionOutput) -> None:
+        """Every output of the frame on the publishers in ``pubs`` (those configured)."""
+        frame = output.result.frame
+        header = Header(stamp=conv.ns_to_stamp(frame.stamp_ns), frame_id=frame.frame_id)
+        keys = [k for k in ('objects', 'label_image', 'overlay', 'points', 'markers') if k in pubs]
+        for key, msg in conv.output_messages(output, header, keys).items():
+            pubs[key].publish(msg)
 
     def _on_worker_error(self, exc: BaseException) -> None:
         reason = self._guard.report('inference of an image', exc)
@@ -499,15 +453,15 @@ class SeemNode(LifecycleNode):
     def _reset_stats(self) -> None:
         with self._lock:
             self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
-                               latency_sum_ms=0.0, timings={}, objects=0, depth_paired=0, depth_missing=0,
-                               camera_info_missing=0, last_image=None, last_error='', dropped_earlier=0,
+                               latency_sum_ms=0.0, timings={}, objects=0, last_image=None, last_error='', dropped_earlier=0,
                                prompts_rejected=0, parameters_rejected=0)
             self._inputs = {name: InputStats() for name in ('image', 'depth', 'depth/camera_info')}
 
     def _publish_diagnostics(self) -> None:
-        params, worker, pipeline = self.params, self._worker, self.pipeline
-        if params is None or pipeline is None:
+        params, worker, session = self.params, self._worker, self.session
+        if params is None or session is None:
             return
+        pipeline = session.pipeline
         with self._lock:
             s = dict(self._stats)
         dropped = s['dropped_earlier'] + (worker.dropped if worker is not None else 0)
@@ -532,8 +486,8 @@ class SeemNode(LifecycleNode):
         for name in ('image', 'depth', 'depth/camera_info') if params.depth__enabled else ('image',):
             values.update({f'{name}.{key}': value for key, value in self._inputs[name].report().items()})
         if params.depth__enabled:
-            values.update(depth_paired=s['depth_paired'], depth_missing=s['depth_missing'],
-                          camera_info_missing=s['camera_info_missing'])
+            values.update({key: session.counts[key] for key in ('depth_paired', 'depth_missing',
+                                                                 'camera_info_missing')})
         status = DiagnosticStatus(level=level, name=f'{self.get_fully_qualified_name()}: inference', message=message,
                                   hardware_id=params.runtime__device,
                                   values=[KeyValue(key=k, value=str(v)) for k, v in values.items()])

@@ -11,8 +11,8 @@ from std_msgs.msg import Header
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import BoundingBox2D, Polyline, Prompt
 from seem_ros.geometry import ObjectGeometry, depth_to_metres
-from seem_ros.pipeline import Frame, FrameResult, PromptError, TrackOutput, TrackState
-from seem_ros.prompts import ObjectPrompt
+from seem_ros.pipeline import Frame, FrameResult, TrackOutput, TrackState
+from seem_ros.prompts import ObjectPrompt, PromptError
 from seem_ros.ros import conversions as conv
 
 RNG = np.random.default_rng(0)

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 import pytest
 
-from seem_ros.pipeline import (Frame, IdPool, LatestFrameWorker, Mode, Pipeline, PipelineConfig, PromptError,
-                               StampedBuffer, TrackState, fit_prompt)
-from seem_ros.prompts import ObjectPrompt, ReferencePatch
+from seem_ros.pipeline import (Frame, IdPool, LatestFrameWorker, Mode, Pipeline, PipelineConfig, StampedBuffer,
+                               TrackState, fit_prompt)
+from seem_ros.prompts import ObjectPrompt, PromptError, ReferencePatch
 from seem_ros.rasterize import rasterize
 from seem_ros.tracking import EverythingConfig, PromptedConfig
 

@@ -13,8 +13,7 @@ from seem_ros.model.build import build_model, variant_config
 from seem_ros.model.checkpoint import read_state_dict
 from seem_ros.model.synthetic import load_manifest
 from seem_ros.predictor import SeemPredictor
-from seem_ros.prompts import ObjectPrompt, ReferencePatch
-from seem_ros.rasterize import PromptError
+from seem_ros.prompts import ObjectPrompt, PromptError, ReferencePatch
 
 IMAGE = cv2.cvtColor(cv2.imread(str(reference.FIXTURES / 'image_a.png')), cv2.COLOR_BGR2RGB)
 H, W = IMAGE.shape[:2]
