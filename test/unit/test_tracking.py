@@ -5,6 +5,10 @@ the prompted tracker's prompts from the world's id map, like a perfect SEEM: a m
 prompt gets the object under it, a referring patch or text the object of that colour/name. The
 last test drives :class:`PromptedTracker` with the real :class:`SeemPredictor` (random weights).
 """
+import random
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import numpy as np
@@ -16,6 +20,7 @@ from seem_ros.rasterize import rasterize
 from seem_ros.tracking import (AppearanceBank, EverythingConfig, EverythingTracker, IdPool, PromptedConfig,
                                PromptedTracker, TrackState, assign, mask_bbox)
 from seem_ros.tracking.association import mask_shift
+from seem_ros.tracking.state import MAX_ID
 
 H, W = 60, 80
 FPS = 10
@@ -148,6 +153,43 @@ def test_id_pool_skips_ids_in_use_and_wraps():
     pool._next = 65535
     assert pool.take() == 65535
     assert pool.take() == 2, 'after 65535 the pool wraps, skipping ids in use (1, 3, 4)'
+
+
+class _YieldingSet(set):
+    """A set that lets other threads run in the middle of ``add``, where an unlocked
+    :class:`IdPool` would hand the id it is marking out a second time."""
+
+    def add(self, item):
+        time.sleep(0)
+        super().add(item)
+
+
+def test_id_pool_never_hands_out_a_live_id_to_concurrent_callers():
+    pool = IdPool()
+    pool._in_use = _YieldingSet()
+    pool._next = MAX_ID - 500         # the callers wrap around the id space, skipping ids in use
+    live, live_lock, duplicates = set(), threading.Lock(), []
+
+    def caller(seed: int) -> None:
+        rng, held = random.Random(seed), []
+        for _ in range(2000):
+            if held and (len(held) >= 8 or rng.random() < 0.5):
+                track_id = held.pop(rng.randrange(len(held)))
+                with live_lock:
+                    live.discard(track_id)
+                pool.release(track_id)    # after leaving `live`, so that a reuse is no duplicate
+            else:
+                track_id = pool.take()
+                with live_lock:
+                    if track_id in live:
+                        duplicates.append(track_id)
+                    live.add(track_id)
+                held.append(track_id)
+
+    with ThreadPoolExecutor(8) as callers:
+        list(callers.map(caller, range(8)))    # re-raises a caller's exception
+    assert not duplicates
+    assert {i for i in range(1, MAX_ID + 1) if i in pool} == live, 'the pool marks exactly the held ids in use'
 
 
 def test_appearance_bank_is_bounded_and_keeps_the_first_entry():
