@@ -5,9 +5,11 @@
 :class:`FrameTracks` of :class:`TrackOutput` per frame and share one :class:`IdPool`.
 """
 from .association import appearance, assign, colour_descriptor, mask_bbox, mask_iou
+from .config import AssociationConfig, EverythingConfig, PromptedConfig
+from .everything import EverythingTracker
+from .prompted import PromptedTracker
+from .prompting import merge_prompts
 from .state import AppearanceBank, FrameTracks, IdPool, Track, TrackOutput, TrackState
-from .tracker import (AssociationConfig, EverythingConfig, EverythingTracker, PromptedConfig, PromptedTracker,
-                      merge_prompts)
 
 __all__ = ['AppearanceBank', 'AssociationConfig', 'EverythingConfig', 'EverythingTracker', 'FrameTracks', 'IdPool',
            'PromptedConfig', 'PromptedTracker', 'Track', 'TrackOutput', 'TrackState', 'appearance', 'assign',

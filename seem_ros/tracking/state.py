@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..prompts import ObjectPrompt, ReferencePatch
-from .association import Box, mask_shift
+from .association import EMPTY_BOX, Box, mask_shift, shift_box, shift_mask
 
 MAX_ID = 65535
 """Track ids are label-image pixels (uint16); 0 is background."""
@@ -205,6 +205,27 @@ class Track:
         """Record a frame the object was not found in."""
         self.misses += 1
         self.hit_streak = 0
+
+    def predicted(self, stamp_ns: int, size: Tuple[int, int], horizon_s: float) -> Tuple[Optional[np.ndarray], Box]:
+        """(mask, box) of the newest match moved by the velocity to ``stamp_ns``; (None, empty box)
+        when that mask is unknown, not of the (H, W) ``size`` or older than ``horizon_s``."""
+        dt = (stamp_ns - self.last_seen_ns) * 1e-9
+        if self.mask is None or self.mask.shape != size or dt > horizon_s:
+            return None, EMPTY_BOX
+        dx, dy = self.velocity * max(dt, 0.0)
+        box = shift_box(self.bbox, dx, dy, size)
+        return (shift_mask(self.mask, dx, dy), box) if box != EMPTY_BOX else (None, EMPTY_BOX)
+
+    def expired(self, stamp_ns: int, timeout_s: float) -> bool:
+        """LOST for more than ``timeout_s`` at ``stamp_ns`` (since its newest match, or since its
+        creation when never found)."""
+        since = self.last_seen_ns if self.seen else self.created_ns
+        return self.state == TrackState.LOST and (stamp_ns - since) * 1e-9 > timeout_s
+
+    def output(self, size: Tuple[int, int], found: bool) -> TrackOutput:
+        """This track on the current frame: the newest mask when ``found``, else all False of (H, W) ``size``."""
+        mask = self.mask if found else np.zeros(size, bool)
+        return TrackOutput(self.id, self.state, self.label, self.score, mask, self.bbox, self.last_seen_ns, self.origin)
 
 
 @dataclass(frozen=True)
