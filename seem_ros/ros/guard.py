@@ -20,6 +20,12 @@ from rcl_interfaces.msg import SetParametersResult
 LOG_TEXT_LIMIT = 300
 """Longest piece of untrusted text (a message field, an exception text) a log line carries."""
 
+THROTTLE_PERIOD_S = 5.0
+"""Seconds a cause stays silent after it was logged (a per-image problem repeats on every frame)."""
+
+THROTTLE_CAPACITY = 100
+"""Causes a :class:`KeyedThrottle` remembers; past that it forgets those silent for a whole period."""
+
 
 def clip_text(text: str, limit: int = LOG_TEXT_LIMIT) -> str:
     """``text`` safe for a log line: control characters escaped, cut to ``limit`` characters."""
@@ -31,7 +37,7 @@ class KeyedThrottle:
     """Lets each distinct key through at most once per ``period`` seconds (for per-image problems);
     remembers at most ``capacity`` recent keys."""
 
-    def __init__(self, period: float = 5.0, capacity: int = 100):
+    def __init__(self, period: float = THROTTLE_PERIOD_S, capacity: int = THROTTLE_CAPACITY):
         self.period = period
         self.capacity = capacity
         self._last: dict = {}

@@ -17,6 +17,13 @@ Box = Tuple[float, float, float, float]
 
 EMPTY_BOX: Box = (0.0, 0.0, 0.0, 0.0)
 
+SHIFT_MIN_OVERLAP = 0.5
+""":func:`mask_shift` moves a mask only when a move overlaps at least one pixel (overlaps are
+pixel counts in float32: half a pixel tells 0 from 1)."""
+
+SHIFT_NEAR_BEST = 0.98
+""":func:`mask_shift` takes the shortest of the moves whose overlap is at least this fraction of the best."""
+
 
 def mask_bbox(mask: np.ndarray) -> Box:
     """XYXY box of a bool mask (x1, y1 exclusive); zeros for an empty mask."""
@@ -96,9 +103,9 @@ def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:
 
 def mask_shift(prev: np.ndarray, prev_box: Box, cur: np.ndarray, reach: int) -> Tuple[int, int]:
     """The move (dx, dy) in whole pixels, each within +-``reach``, that lays ``prev`` (box
-    ``prev_box``) onto ``cur`` with the most overlapping pixels. Among moves within 2 % of the best
-    overlap the shortest wins, so a mask that only grows or shrinks does not move. (0, 0) when
-    no move makes the masks overlap."""
+    ``prev_box``) onto ``cur`` with the most overlapping pixels. Among moves within 2 %
+    (``SHIFT_NEAR_BEST``) of the best overlap the shortest wins, so a mask that only grows or
+    shrinks does not move. (0, 0) when no move makes the masks overlap."""
     x0, y0, x1, y1 = (int(v) for v in prev_box)
     if x1 <= x0 or y1 <= y0:
         return 0, 0
@@ -110,10 +117,10 @@ def mask_shift(prev: np.ndarray, prev_box: Box, cur: np.ndarray, reach: int) -> 
         region[cy0 - y0 + r:cy1 - y0 + r, cx0 - x0 + r:cx1 - x0 + r] = cur[cy0:cy1, cx0:cx1]
     overlap = cv2.matchTemplate(region, prev[y0:y1, x0:x1].astype(np.float32), cv2.TM_CCORR)
     best = float(overlap.max())
-    if best < 0.5:
+    if best < SHIFT_MIN_OVERLAP:
         return 0, 0
     dy, dx = np.mgrid[-r:r + 1, -r:r + 1]
-    k = int(np.argmin(np.where(overlap >= 0.98 * best, dx * dx + dy * dy, np.iinfo(np.int64).max)))
+    k = int(np.argmin(np.where(overlap >= SHIFT_NEAR_BEST * best, dx * dx + dy * dy, np.iinfo(np.int64).max)))
     return int(dx.flat[k]), int(dy.flat[k])
 
 

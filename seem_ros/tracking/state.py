@@ -21,6 +21,9 @@ from .association import EMPTY_BOX, Box, mask_shift, shift_box, shift_mask
 MAX_ID = 65535
 """Track ids are label-image pixels (uint16); 0 is background."""
 
+VELOCITY_MAX_AREA_RATIO = 1.25
+"""A match updates the velocity only when the mask's area changed by less than this factor either way."""
+
 
 class TrackState(enum.IntEnum):
     """Life of a track; the values of NEW, TRACKED and LOST are those of ``TrackedObject.state``.
@@ -179,17 +182,18 @@ class Track:
         """Record a match on the frame at ``stamp_ns``.
 
         The velocity is updated when the previous match was on the previous frame
-        (``misses == 0``) and the area changed by less than 25 %, from the displacement that lays
-        the previous mask best onto the new one (:func:`mask_shift`, searched up to the centroid
-        displacement: a mask that changes shape, e.g. at an occluder's edge or bleeding onto a
-        neighbour, moves its centroid without the object), and reset to zero after a gap.
+        (``misses == 0``) and the area changed by less than 25 % (``VELOCITY_MAX_AREA_RATIO``),
+        from the displacement that lays the previous mask best onto the new one
+        (:func:`mask_shift`, searched up to the centroid displacement: a mask that changes shape,
+        e.g. at an occluder's edge or bleeding onto a neighbour, moves its centroid without the
+        object), and reset to zero after a gap.
         ``smoothing`` in [0, 1] is the weight of the new displacement.
         """
         area = int(np.count_nonzero(mask))
         if self.misses:
             self.velocity = np.zeros(2)
         elif (self.seen and stamp_ns > self.last_seen_ns and self.mask.shape == mask.shape
-              and 0.8 <= area / max(self.area, 1) <= 1.25):
+              and 1 / VELOCITY_MAX_AREA_RATIO <= area / max(self.area, 1) <= VELOCITY_MAX_AREA_RATIO):
             reach = int(np.ceil(np.abs(centroid - self.centroid).max())) + 2
             step = np.asarray(mask_shift(self.mask, self.bbox, mask, reach)) / ((stamp_ns - self.last_seen_ns) * 1e-9)
             self.velocity = (1.0 - smoothing) * self.velocity + smoothing * step
