@@ -64,6 +64,22 @@ class _SelfAttentionPlan(NamedTuple):
     key_valid: Optional[torch.Tensor] = None
 
 
+class _InitialRows(NamedTuple):
+    """The cross-attention rows of one forward pass before the first layer.
+
+    feat, pos: (R, C) content and position of each row (query_feat / query_embed copies, then the
+        memories' spatial_featured / spatial_embed); rows: name -> slice of the R rows.
+    spatial_query_index: (S,) int64 object query each spatial query copies; None without spatial.
+    memory_owner: (32,) int64 prompt of each memory (v1 with memories); None otherwise.
+    """
+
+    feat: torch.Tensor
+    pos: torch.Tensor
+    rows: Dict[str, slice]
+    spatial_query_index: Optional[torch.Tensor] = None
+    memory_owner: Optional[torch.Tensor] = None
+
+
 class SeemDecoder(nn.Module):
     """SEEM decoder; parameter names equal the checkpoint keys under ``sem_seg_head.predictor.``.
 
@@ -300,7 +316,10 @@ class SeemDecoder(nn.Module):
                 spatial: Optional[SpatialPrompts] = None,
                 prev_mask: Optional[torch.Tensor] = None,
                 return_steps: bool = False) -> Dict[str, object]:
-        """Run the decoder.
+        """Run the decoder, in the steps of the official one: the rows before the first layer
+        (:meth:`_initial_rows`, the official ``attention_data`` layout), a prediction from them and
+        after each :meth:`_layer` (:meth:`_predict`, official ``forward_prediction_heads``), whose
+        masks block the next layer's cross-attention, and the outputs (:meth:`_outputs`).
 
         Args:
             multi_scale_features: 3 maps (B, C, H/32, W/32), (B, C, H/16, W/16), (B, C, H/8, W/8)
@@ -337,7 +356,34 @@ class SeemDecoder(nn.Module):
         batch = mask_features.shape[0]
         if prev_mask is not None and (spatial is None or prev_mask.shape[1] != spatial.pos_mean.shape[0]):
             raise ValueError('prev_mask needs visual prompts and one channel per prompt (v0: one channel)')
-        srcs, poss, sizes = self._levels(multi_scale_features)
+        if grounding_tokens is not None and grounding_padding is None:
+            grounding_padding = torch.zeros(grounding_tokens.shape[:2], dtype=torch.bool,
+                                            device=grounding_tokens.device)
+        levels = self._levels(multi_scale_features)
+        _, _, sizes = levels
+        initial = self._initial_rows(grounding_tokens is not None, spatial, prev_mask is not None)
+        plan = self._self_attention_plan(initial.rows, grounding_padding, spatial, initial.memory_owner,
+                                         initial.feat.device)
+        memory_blocked = None
+        if prev_mask is not None:
+            memory_blocked = [self.cross_attention_memory_mask(prev_mask, size, initial.memory_owner) for size in sizes]
+
+        x = initial.feat[None].expand(batch, -1, -1)
+        qpos = initial.pos[None].expand(batch, -1, -1)
+        tokens_g = grounding_tokens
+        pos_g = None if grounding_tokens is None else grounding_tokens.detach()
+        steps = [self._predict(x, mask_features, 0, sizes[0])]
+        for i in range(len(self.transformer_cross_attention_layers)):
+            blocked = steps[-1]['attn_mask']
+            if memory_blocked is not None:      # the memory rows attend where the previous round's masks are
+                blocked = torch.cat([blocked[:, :initial.rows['memory'].start],
+                                     memory_blocked[i % self.num_levels]], 1)
+            x, tokens_g = self._layer(i, x, qpos, blocked, levels, plan, tokens_g, pos_g, spatial)
+            steps.append(self._predict(x, mask_features, i + 1, sizes[(i + 1) % self.num_levels]))
+        return self._outputs(steps, initial, spatial, text_embeddings, return_steps)
+
+    def _initial_rows(self, grounding: bool, spatial: Optional[SpatialPrompts], memories: bool) -> _InitialRows:
+        """The rows [object, grounding, spatial, memories] before the first layer (see the module docstring)."""
         feat0, pos0 = self.query_feat.weight, self.query_embed.weight
         feats, poses, rows, start = [], [], {}, 0
 
@@ -349,51 +395,43 @@ class SeemDecoder(nn.Module):
             start += len(feat)
 
         add_rows('object', feat0, pos0)
-        if grounding_tokens is not None:
+        if grounding:
             add_rows('grounding', feat0, pos0)
-            if grounding_padding is None:
-                grounding_padding = torch.zeros(grounding_tokens.shape[:2], dtype=torch.bool,
-                                                device=grounding_tokens.device)
-        memory_owner = None
+        query_index = memory_owner = None
         if spatial is not None:
             query_index = self.spatial_query_index(spatial.prompt_valid)
             add_rows('spatial', feat0[query_index], pos0[query_index])
-        num_q = start
-        if prev_mask is not None:
+        if memories:
             add_rows('memory', self.spatial_featured.weight, self.spatial_embed.weight)
             if self.version == 'v1':
                 memory_owner = self.memory_owner(spatial.prompt_valid)
-        x = torch.cat(feats)[None].expand(batch, -1, -1)
-        qpos = torch.cat(poses)[None].expand(batch, -1, -1)
+        return _InitialRows(torch.cat(feats), torch.cat(poses), rows, query_index, memory_owner)
 
-        plan = self._self_attention_plan(rows, grounding_padding, spatial, memory_owner, x.device)
-        memory_blocked = None
-        if prev_mask is not None:
-            memory_blocked = [self.cross_attention_memory_mask(prev_mask, size, memory_owner) for size in sizes]
+    def _layer(self, i: int, x: torch.Tensor, qpos: torch.Tensor, blocked: torch.Tensor, levels,
+               plan: _SelfAttentionPlan, tokens_g: Optional[torch.Tensor], pos_g: Optional[torch.Tensor],
+               spatial: Optional[SpatialPrompts]):
+        """Decoder layer ``i``: masked cross-attention to level ``i % 3``, then self-attention and FFN.
 
-        tokens_g = grounding_tokens
-        pos_g = None if grounding_tokens is None else grounding_tokens.detach()
-        pred = self._predict(x, mask_features, 0, sizes[0])
-        steps = [pred]
-        for i, (cross, self_attn, ffn) in enumerate(zip(self.transformer_cross_attention_layers,
-                                                        self.transformer_self_attention_layers,
-                                                        self.transformer_ffn_layers)):
-            level = i % self.num_levels
-            blocked = pred['attn_mask']
-            if memory_blocked is not None:
-                blocked = torch.cat([blocked[:, :num_q], memory_blocked[level]], 1)
-            blocked = blocked & ~blocked.all(-1, keepdim=True)
-            x = cross(x, qpos, srcs[level], poss[level], blocked)
+        x, qpos (B, R, C): the cross-attention rows; blocked (B, R, h*w) bool, True = blocked
+        (fully blocked rows are unblocked here); levels: :meth:`_levels`; tokens_g, pos_g (B, T, C)
+        grounding tokens or None. Returns the new rows (B, R, C) and grounding tokens (B, T, C) or None.
+        """
+        level = i % self.num_levels
+        srcs, poss, _ = levels
+        blocked = blocked & ~blocked.all(-1, keepdim=True)
+        x = self.transformer_cross_attention_layers[i](x, qpos, srcs[level], poss[level], blocked)
+        tokens_s = None if spatial is None else spatial.tokens[level][None].expand(x.shape[0], -1, -1)
+        return self._self_attention_step(self.transformer_self_attention_layers[i], self.transformer_ffn_layers[i],
+                                         plan, x, qpos, tokens_g, pos_g, tokens_s)
 
-            tokens_s = None if spatial is None else spatial.tokens[level][None].expand(batch, -1, -1)
-            x, tokens_g = self._self_attention_step(self_attn, ffn, plan, x, qpos, tokens_g, pos_g, tokens_s)
-            pred = self._predict(x, mask_features, i + 1, sizes[(i + 1) % self.num_levels])
-            steps.append(pred)
-
-        out = self._step_outputs(pred, rows, text_embeddings)
+    def _outputs(self, steps: List[dict], initial: _InitialRows, spatial: Optional[SpatialPrompts],
+                 text_embeddings: Optional[torch.Tensor], return_steps: bool) -> Dict[str, object]:
+        """The :meth:`forward` dict from the predictions of every step (``steps[0]``: initial queries)."""
+        rows = initial.rows
+        out = self._step_outputs(steps[-1], rows, text_embeddings)
         if spatial is not None:
-            out.update(self._select_spatial(out, spatial, batch))
-            out['spatial_query_index'] = query_index
+            out.update(self._select_spatial(out, spatial, steps[-1]['masks'].shape[0]))
+            out['spatial_query_index'] = initial.spatial_query_index
         if return_steps:
             out['aux_outputs'] = [self._step_outputs(p, rows, text_embeddings) for p in steps[:-1]]
             out['query_states'] = torch.stack([p['states'] for p in steps])
