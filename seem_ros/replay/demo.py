@@ -129,7 +129,7 @@ def main(argv=None) -> int:
                                      short_side=args.short_side)
     replay_args = Namespace(
         bag=bag, out=out / 'output_bag', prompts=None, ignore_bag_prompts=False, image_topic=TOPICS['image'],
-        camera_info_topic=None, depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True,
+        depth_topic=TOPICS['depth'], depth_info_topic=None, storage='mcap', overwrite=True,
         progress=False, params_file=None,
         checkpoint=args.checkpoint, variant=args.variant, version=None, short_side=args.short_side, device=None,
         precision=None, backend=args.backend, onnx_dir=onnx_dir, mode=None, vocabulary=None, overlay=True,
