@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .geometry.depth3d import CameraIntrinsics, nearest_by_stamp
+from .geometry.depth3d import nearest_by_stamp
 from .model.preprocess import resized_size
 from .overlay import draw_overlay, label_image
 from .prompts import ObjectPrompt, PromptError
@@ -61,14 +61,11 @@ class Frame:
         image: (H, W, 3) uint8 RGB.
         stamp_ns: capture time in nanoseconds (the image header stamp).
         frame_id: the image's coordinate frame.
-        intrinsics: the camera intrinsics of ``image``, or None (not used by the pipeline;
-            carried with the frame for its consumers).
     """
 
     image: np.ndarray
     stamp_ns: int
     frame_id: str = ''
-    intrinsics: Optional[CameraIntrinsics] = None
 
     @property
     def size(self) -> Tuple[int, int]:
