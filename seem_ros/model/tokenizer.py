@@ -7,6 +7,7 @@ truncation=True, max_length=77)``: start 49406, end 49407, padding also 49407; t
 """
 import gzip
 import importlib.util
+import threading
 from functools import lru_cache
 from pathlib import Path
 
@@ -16,6 +17,11 @@ START_ID = 49406
 END_ID = 49407
 CONTEXT_LENGTH = 77
 _NUM_MERGES = 49152 - 256 - 2
+# The tokenizer is used from several threads (a node's prompt callbacks and its inference
+# worker): transformers imports CLIPTokenizer lazily (two threads at once can see a
+# half-initialized module), and a fast tokenizer switches its padding and truncation state per
+# call. Building it and every call are serialized (a call takes well under a millisecond).
+_LOCK = threading.Lock()
 
 
 def _byte_symbols():
@@ -39,7 +45,8 @@ def vocab_path():
 
 @lru_cache(maxsize=1)
 def clip_tokenizer():
-    """The HF ``CLIPTokenizer`` built from the local BPE file (cached; no hub access)."""
+    """The HF ``CLIPTokenizer`` built from the local BPE file (cached; no hub access). Call it
+    with ``_LOCK`` held."""
     from transformers import CLIPTokenizer
     lines = gzip.open(vocab_path()).read().decode('utf-8').split('\n')
     merges = [tuple(line.split()) for line in lines[1:1 + _NUM_MERGES]]
@@ -61,8 +68,9 @@ def tokenize(texts, context_length=CONTEXT_LENGTH):
     """
     if isinstance(texts, str):
         raise TypeError('tokenize expects a list of strings')
-    enc = clip_tokenizer()(list(texts), padding='max_length', truncation=True,
-                           max_length=context_length, return_tensors='pt')
+    with _LOCK:
+        enc = clip_tokenizer()(list(texts), padding='max_length', truncation=True,
+                               max_length=context_length, return_tensors='pt')
     return enc['input_ids'].to(torch.int64), enc['attention_mask'].to(torch.int64)
 
 
@@ -71,5 +79,6 @@ def count_tokens(texts):
 
     A count above 77 means ``tokenize`` drops the excess; callers use this to warn.
     """
-    enc = clip_tokenizer()(list(texts), truncation=False)
+    with _LOCK:
+        enc = clip_tokenizer()(list(texts), truncation=False)
     return [len(ids) for ids in enc['input_ids']]

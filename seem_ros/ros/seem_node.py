@@ -320,7 +320,12 @@ class SeemNode(LifecycleNode):
         if output.problem and self._throttle(output.problem):
             log = self.get_logger().error if output.problem_is_error else self.get_logger().warning
             log(f'{output.problem} (repeats are logged every {self._throttle.period:g} s)')
-        self._publish(pubs, output)
+        try:
+            self._publish(pubs, output)
+        except RCLError:
+            if self.context.ok():
+                raise
+            return                                   # shutting down (SIGINT): the outputs are dropped
         latency = (time.perf_counter() - received) * 1e3
         with self._lock:
             s = self._stats

@@ -116,3 +116,16 @@ def test_autocast_runs(encoder, dtype):
         emb = encoder.class_embeddings(['cup'], templates=False)
     assert sent['token_emb'].shape == (3, 77, 512) and torch.isfinite(sent['token_emb']).all()
     assert emb.shape == (1, 512) and emb.dtype == torch.float32
+
+
+def test_tokenizer_is_safe_across_threads():
+    """A node tokenizes from its prompt callbacks and its inference worker at once: counting
+    (no truncation) and tokenizing (truncated, padded) in parallel keep their own results."""
+    from concurrent.futures import ThreadPoolExecutor
+    long_text = 'red ' * 100
+    want_count, want_ids = count_tokens([long_text]), tokenize(['a cup'])[0]
+    with ThreadPoolExecutor(8) as pool:
+        counts = [pool.submit(count_tokens, [long_text]) for _ in range(1000)]
+        ids = [pool.submit(tokenize, ['a cup']) for _ in range(1000)]
+        assert all(f.result() == want_count for f in counts)
+        assert all(torch.equal(f.result()[0], want_ids) for f in ids)
