@@ -1,16 +1,16 @@
 """rosbag2 input and output for replay: MCAP or sqlite3 bags read in log-time order, damage reported.
 
 :class:`BagReader` reads a rosbag2 directory (``metadata.yaml`` plus its storage files, split bags
-included) or a single ``.mcap`` / ``.db3`` file. Messages come in log-time order (ties in
-recording order), as raw CDR bytes. The bag's embedded message definitions are registered in a
-rosbags typestore (:attr:`BagReader.typestore`), so types this environment does not know are still
-described, and a definition that differs from the installed one is reported by
+included) or a single ``.mcap`` / ``.db3`` file with rosbags' ``Reader``. Messages come in log-time
+order (ties in recording order), as raw CDR bytes. The bag's embedded message definitions are
+registered in a rosbags typestore (:attr:`BagReader.typestore`), so types this environment does not
+know are still described, and a definition that differs from the installed one is reported by
 :meth:`BagReader.require`.
 
-rosbags' own readers refuse a truncated MCAP file (no footer) or sqlite3 database, and read an MCAP
-chunk all at once. This reader walks the storage records itself: everything before the damage is
-delivered, then :class:`BagDamaged` says where and what. A bag that ends with fewer messages than
-its ``metadata.yaml`` lists is damaged too.
+rosbags refuses a truncated MCAP file (no footer) or sqlite3 database, and stops at a corrupt MCAP
+chunk without delivering its messages. Where rosbags fails, the recovery reader walks the storage
+records itself: everything before the damage is delivered, then :class:`BagDamaged` says where and
+what. A bag that ends with fewer messages than its metadata lists is damaged too.
 
 :class:`BagWriter` writes raw CDR messages into a new bag with rosbags' ``Writer``, embedding the
 definitions (the package's messages included).
@@ -18,6 +18,7 @@ definitions (the package's messages included).
 from __future__ import annotations
 
 import heapq
+import itertools
 import os
 import shutil
 import sqlite3
@@ -28,10 +29,13 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import yaml
-from rosbags.rosbag2 import Writer
+from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2.reader import DirectoryReader
+from rosbags.rosbag2.storage_mcap import McapReader
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.base import TypesysError
 
@@ -405,42 +409,35 @@ class _Sqlite3File:
             raise _Damage(self.damage)
 
 
-# --------------------------------------------------------------------------- bag
+# --------------------------------------------------------------------------- recovery
 
-class BagReader:
-    """A rosbag2 bag for reading (context manager).
-
-    Args:
-        path: a rosbag2 directory, or one ``.mcap`` / ``.db3`` file.
+class _Recovery:
+    """The storage files of a bag read record by record (:class:`_McapFile`, :class:`_Sqlite3File`):
+    for bags rosbags cannot read (damaged, or a directory without ``metadata.yaml``).
 
     Attributes:
         storage: 'mcap' or 'sqlite3'.
-        topics: topic name -> :class:`Topic`.
-        typestore: rosbags typestore with the ROS 2 Jazzy types, this package's messages, and the
-            bag's embedded definitions of every other type.
+        topics: topic name -> :class:`Topic` (counts from ``metadata.yaml``, None without one).
 
     Raises:
-        BagError: no such path, not a rosbag2 bag, an unsupported storage or compression.
+        BagError: not a rosbag2 bag, an unsupported storage or compression.
         BagDamaged: the bag is damaged so early that nothing can be read.
     """
 
-    def __init__(self, path):
-        self.path = Path(path)
+    def __init__(self, path: Path):
+        self.path = path
         self._expected: Dict[str, int] = {}
         self._compressed_messages = False
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self._files: list = []
         try:
             self._open()
-            self._register_types()
         except BaseException:
             self.close()
             raise
 
     def _open(self) -> None:
         path = self.path
-        if not path.exists():
-            raise BagError(f'{path}: no such bag')
         if path.is_file():
             files = [path]
         elif (path / 'metadata.yaml').is_file():
@@ -520,6 +517,83 @@ class BagReader:
             out[cid] = Topic(name, sname, sdata, sformat if sdata else '', encoding)
         return out
 
+    def messages(self, wanted: Set[str]) -> Iterator[BagMessage]:
+        """Messages on the topics ``wanted`` in log-time order (split files in sequence); raises
+        :class:`_Damage` naming the damaged file after every message before the damage."""
+        for f in self._files:
+            ids = {sid: t for sid, t in self._file_topics(f).items() if t.name in wanted}
+            try:
+                for t, sid, data in f.messages(ids):
+                    yield BagMessage(ids[sid].name, ids[sid].msgtype, t,
+                                     zstd.decompress(data) if self._compressed_messages else data)
+            except _Damage as exc:
+                raise _Damage(f'{f.path} is damaged: {exc}') from None
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+        self._files = []
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+# --------------------------------------------------------------------------- bag
+
+_DEFINITION_FORMATS = {MessageDefinitionFormat.MSG: 'ros2msg', MessageDefinitionFormat.IDL: 'ros2idl'}
+
+
+class BagReader:
+    """A rosbag2 bag for reading (context manager).
+
+    Args:
+        path: a rosbag2 directory, or one ``.mcap`` / ``.db3`` file.
+
+    Attributes:
+        storage: 'mcap' or 'sqlite3'.
+        topics: topic name -> :class:`Topic`.
+        typestore: rosbags typestore with the ROS 2 Jazzy types, this package's messages, and the
+            bag's embedded definitions of every other type.
+
+    Raises:
+        BagError: no such path, not a rosbag2 bag, an unsupported storage or compression.
+        BagDamaged: the bag is damaged so early that nothing can be read.
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise BagError(f'{self.path}: no such bag')
+        self._bag: Optional[Reader] = None
+        self._recovery: Optional[_Recovery] = None
+        try:
+            bag = Reader(self.path)
+            bag.open()
+            self._bag = bag
+        except Exception:  # noqa: BLE001 - whatever rosbags cannot open, the recovery reader reads or names
+            self._recovery = _Recovery(self.path)
+        try:
+            if self._bag is None:
+                self.storage, self.topics = self._recovery.storage, self._recovery.topics
+            else:
+                self.storage, self.topics = self._rosbags_topics(self._bag)
+            self._register_types()
+        except BaseException:
+            self.close()
+            raise
+
+    def _rosbags_topics(self, bag: Reader) -> Tuple[str, Dict[str, Topic]]:
+        """Storage and topics of a bag rosbags opened."""
+        plugin = bag.storage.storages[0] if isinstance(bag.storage, DirectoryReader) else bag.storage
+        topics = {}
+        for name, info in sorted(bag.topics.items()):
+            if info.msgtype is None:
+                raise BagError(f'{self.path}: topic {name} has two types, '
+                               f'{" and ".join(sorted({c.msgtype for c in info.connections}))}')
+            topics[name] = Topic(name, info.msgtype, info.msgdef.data, _DEFINITION_FORMATS.get(info.msgdef.format, ''),
+                                 info.connections[0].ext.serialization_format, info.msgcount)
+        return 'mcap' if isinstance(plugin, McapReader) else 'sqlite3', topics
+
     def _register_types(self) -> None:
         self.typestore = package_typestore()
         self._definition_errors: Dict[str, str] = {}
@@ -554,43 +628,53 @@ class BagReader:
             raise BagError(f'{self.path}: topic {name}: {self._definition_errors[name]}')
         return topic
 
+    def _stream(self, wanted: Set[str]) -> Iterator[BagMessage]:
+        """Messages on ``wanted`` through rosbags; when rosbags fails (damage), the recovery reader
+        continues after the messages already delivered, up to the damage (:class:`_Damage`)."""
+        delivered = 0
+        if self._bag is not None:
+            connections = [c for c in self._bag.connections if c.topic in wanted]
+            try:
+                for conn, t, data in self._bag.messages(connections) if connections else ():
+                    yield BagMessage(conn.topic, conn.msgtype, t, data)
+                    delivered += 1
+                return
+            except Exception:  # noqa: BLE001 - rosbags stops at damage with various errors
+                self._recovery = self._recovery or _Recovery(self.path)
+        yield from itertools.islice(self._recovery.messages(wanted), delivered, None)
+
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
-        """Messages on ``topics`` in log-time order (split files in sequence).
+        """Messages on ``topics`` in log-time order (ties in recording order; split files in sequence).
 
         Raises:
-            BagDamaged: after every message before the damage was delivered.
+            BagDamaged: after every message before the damage was delivered; also when the storage
+                holds fewer messages than the bag's metadata lists.
         """
         wanted = set(topics)
         delivered, last = 0, None
         read: Counter = Counter()
-        for f in self._files:
-            ids = {sid: t for sid, t in self._file_topics(f).items() if t.name in wanted}
-            try:
-                for t, sid, data in f.messages(ids):
-                    topic = ids[sid]
-                    if self._compressed_messages:
-                        data = zstd.decompress(data)
-                    yield BagMessage(topic.name, topic.msgtype, t, data)
-                    delivered, last = delivered + 1, t
-                    read[topic.name] += 1
-            except _Damage as exc:
-                at = f' (last good message at {last * 1e-9:.3f} s)' if last is not None else ''
-                raise BagDamaged(f'{f.path} is damaged: {exc}; {delivered} messages were read before the damage{at}',
-                                 delivered, last) from None
-        short = {name: (read[name], self._expected[name]) for name in sorted(wanted)
-                 if name in self._expected and read[name] < self._expected[name]}
+        try:
+            for message in self._stream(wanted):
+                yield message
+                delivered, last = delivered + 1, message.log_time_ns
+                read[message.topic] += 1
+        except _Damage as exc:
+            at = f' (last good message at {last * 1e-9:.3f} s)' if last is not None else ''
+            raise BagDamaged(f'{exc}; {delivered} messages were read before the damage{at}', delivered, last) from None
+        short = {name: (read[name], self.topics[name].count) for name in sorted(wanted)
+                 if name in self.topics and read[name] < (self.topics[name].count or 0)}
         if short:
             listing = ', '.join(f'{name} {got} of {n}' for name, (got, n) in short.items())
             raise BagDamaged(f'{self.path} ends early: metadata.yaml lists more messages than the storage holds '
                              f'({listing})', delivered, last)
 
     def close(self) -> None:
-        for f in self._files:
-            f.close()
-        self._files = []
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
+        if self._bag is not None:
+            self._bag.close()
+            self._bag = None
+        if self._recovery is not None:
+            self._recovery.close()
+            self._recovery = None
 
     def __enter__(self) -> 'BagReader':
         return self

@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image
 from seem_ros.cli.main import main as seem_ros
 from seem_ros.mask_codec import CompactMask
 from seem_ros.msg import TrackedObjectArray
+from seem_ros.replay import bagio
 from seem_ros.replay.bagio import BagDamaged, BagError, BagReader, cdr_stamp_ns
 from seem_ros.replay.prompts_yaml import PromptFileError, load_prompts
 from seem_ros.scenes.bag import TOPICS, read_ground_truth, typestore, write_bag
@@ -218,8 +219,12 @@ def test_bad_prompt_file_is_a_usage_error(bags, tmp_path, capsys):
 
 
 @pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
-def test_reader_matches_rosbags(bags, storage):
-    """Same messages, same order (log time, then recording order) as rosbags' reader on an intact bag."""
+def test_reader_matches_rosbags(bags, storage, monkeypatch):
+    """Same messages, same order (log time, then recording order) as rosbags' reader on an intact bag,
+    read through rosbags (the recovery reader is never opened)."""
+    def no_recovery(path):
+        raise AssertionError(f'the recovery reader opened the intact bag {path}')
+    monkeypatch.setattr(bagio, '_Recovery', no_recovery)
     with Reader(bags[storage]) as ref:
         expected = [(c.topic, t, bytes(d)) for c, t, d in ref.messages()]
     with BagReader(bags[storage]) as reader:
