@@ -74,8 +74,9 @@ def run(args, size, jobs) -> int:
 
 
 def _export_all(args, size, jobs) -> int:
+    from tqdm import tqdm
+
     from ..model.build import build_seem
-    from ..progress import Progress
     from ..runtime import export as ex
 
     print(f'loading {args.variant} ({args.version}) from {args.checkpoint}', file=sys.stderr)
@@ -90,7 +91,7 @@ def _export_all(args, size, jobs) -> int:
     print(f'model input {size[0]}x{size[1]} (camera {args.height}x{args.width}, short side {args.short_side}); '
           f'P={cfg.p_max} T={cfg.t_max} N={cfg.n_max}; {len(jobs)} graphs -> {args.out}', file=sys.stderr)
     failed = []
-    with Progress(total=len(jobs), label='export', unit='graph') as bar:
+    with tqdm(total=len(jobs), desc='export', unit='graph', disable=None) as bar:
         for kind, graph_size, precision in jobs:
             name = ex.graph_name(kind, graph_size, precision)
             try:

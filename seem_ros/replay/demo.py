@@ -24,8 +24,8 @@ from argparse import Namespace
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
-from ..progress import Progress
 from ..scenes.bag import TOPICS, read_ground_truth, sidecar_paths, write_bag
 from ..scenes.render import build_scene
 from .bagio import BagReader
@@ -63,7 +63,7 @@ def generate(out: Path, args) -> Path:
         sidecar.unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     scene = build_scene('demo', args.seed, width=args.width, height=args.height, fps=args.fps, frames=args.frames)
-    with Progress(scene.n_frames, 'generate', unit='frames') as bar:
+    with tqdm(total=scene.n_frames, desc='generate', unit='frames', disable=None) as bar:
         meta = write_bag(scene, bag, progress=bar)
     print(f'1. generated {bag}: {scene.n_frames} frames {args.width}x{args.height} at {args.fps:g} Hz')
     for p in meta['prompts']:

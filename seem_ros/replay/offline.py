@@ -36,9 +36,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
+from tqdm import tqdm
 
 from ..pipeline import Frame, FrameResult, TrackState
-from ..progress import Progress
 from ..prompts import PromptError
 from ..session import LoadError, Session, load_session
 from .bagio import BagDamaged, BagError, BagMessage, BagReader, BagWriter, check_output
@@ -329,7 +329,7 @@ class Replay:
         self._first_stamp: Optional[int] = None
         self.depth = depth
 
-    def run(self, progress: Optional[Progress] = None) -> ReplayStats:
+    def run(self, progress: Optional[tqdm] = None) -> ReplayStats:
         """Replay every frame; stops at the first damage or bad image (``stats.error``)."""
         start = time.monotonic()
         pending = None      # (frame, index, log time): processed once every message of its log time is in
@@ -449,7 +449,7 @@ class Replay:
         self.stats.rejected.append(f'{source}: {exc}')
         self.log(f'error: {source}: prompt rejected: {exc}')
 
-    def _finish(self, frame: Frame, index: int, log_time_ns: int, progress: Optional[Progress]) -> None:
+    def _finish(self, frame: Frame, index: int, log_time_ns: int, progress: Optional[tqdm]) -> None:
         """Process ``frame`` and write its outputs."""
         from std_msgs.msg import Header
         try:
@@ -620,5 +620,5 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
         replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
                         log=lambda line: print(line, file=sys.stderr), depth=depth)
-        with Progress(image_topic.count, 'replay', unit='frames', enabled=True if args.progress else None) as bar:
+        with tqdm(total=image_topic.count, desc='replay', unit='frames', disable=False if args.progress else None) as bar:
             return replay.run(bar)

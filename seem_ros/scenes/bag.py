@@ -243,7 +243,7 @@ def write_bag(scene: Scene, path, *, storage: str = 'mcap', progress=None) -> di
         scene: what to render.
         path: bag directory to create (must not exist).
         storage: 'mcap' or 'sqlite3'.
-        progress: optional object with ``update(n)`` (e.g. :class:`seem_ros.progress.Progress`),
+        progress: optional object with ``update(n)`` (e.g. a ``tqdm`` bar),
             called once per frame.
     Returns:
         The JSON ground truth that was written (module docstring).

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from seem_ros.progress import Progress
+from tqdm import tqdm
 
 from .bag import STORAGES, sidecar_paths, write_bag
 from .render import SCENARIO_SECONDS, build_scene
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     except ValueError as e:
         parser.error(str(e))
     start = time.monotonic()
-    with Progress(scene.n_frames, 'generate', unit='frames', enabled=True if args.progress else None) as bar:
+    with tqdm(total=scene.n_frames, desc='generate', unit='frames', disable=False if args.progress else None) as bar:
         meta = write_bag(scene, out, storage=args.storage, progress=bar)
     seconds = time.monotonic() - start
     npz, js = sidecar_paths(out)

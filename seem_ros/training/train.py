@@ -30,6 +30,7 @@ from typing import Dict, List, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from seem_ros.model.build import build_model, variant_config
 from seem_ros.model.checkpoint import save_checkpoint
@@ -40,7 +41,6 @@ from seem_ros.model.templates import PROMPT_TEMPLATES
 from seem_ros.model.text_encoder import normalize
 from seem_ros.model.tokenizer import tokenize
 from seem_ros.predictor import _concat_prompts
-from seem_ros.progress import Progress
 from seem_ros.prompts import ObjectPrompt
 from seem_ros.rasterize import rasterize
 
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
     step = start
     loader = torch.utils.data.DataLoader(StepExamples(args.seed, args.batch, args.short_side), batch_size=None,
                                          sampler=range(start, args.steps), num_workers=1, collate_fn=_keep)
-    with Progress(total=args.steps - start, label='train', unit='step', enabled=args.progress or None) as bar:
+    with tqdm(total=args.steps - start, desc='train', unit='step', disable=False if args.progress else None) as bar:
         for examples in loader:
             if args.minutes is not None and time.monotonic() - began > args.minutes * 60:
                 print(f'time limit reached at step {step}; run the same command again to resume')
@@ -332,7 +332,7 @@ def main(argv=None) -> int:
             for key, value in parts.items():
                 value = value.item()
                 running[key] = 0.95 * running.get(key, value) + 0.05 * value
-            bar.label = 'train ' + ' '.join(f'{k} {v:.3f}' for k, v in running.items())
+            bar.set_postfix({k: f'{v:.3f}' for k, v in running.items()}, refresh=False)
             bar.update()
             if step % args.save_every == 0:
                 save(step)

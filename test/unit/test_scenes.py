@@ -1,12 +1,11 @@
 """Procedural scenes: determinism, ground-truth consistency, depth/3D, prompts, bag round trip, CLI."""
-import io
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
 
-from seem_ros.progress import Progress
 from seem_ros.scenes import (PALETTE, SCENARIO_SECONDS, SHAPES, Trajectory, build_scene, depth_to_mm,
                              render_frame, scripted_prompts)
 from seem_ros.scenes import bag as scene_bag
@@ -262,32 +261,17 @@ def test_generate_cli(tmp_path, capsys):
     argv = ['--out', str(out), '--scenario', 'exit_reentry', '--seed', '3', '--frames', '5', '--width', '160',
             '--height', '120', '--storage', 'sqlite3']
     assert generate_main(argv) == 0
-    assert 'object 1: the ' in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert 'object 1: the ' in captured.out
+    assert 'generate' not in captured.err      # no bar when stderr is not a terminal
     gt = scene_bag.read_ground_truth(out)
     assert (gt.meta['scenario'], gt.meta['seed'], gt.meta['storage'], gt.ids.shape) == (
         'exit_reentry', 3, 'sqlite3', (5, 120, 160))
     with pytest.raises(SystemExit) as exc:
         generate_main(argv)
     assert exc.value.code == 2 and 'exists' in capsys.readouterr().err
-    assert generate_main(argv + ['--overwrite', '--frames', '3']) == 0
+    assert generate_main(argv + ['--overwrite', '--frames', '3', '--progress']) == 0
+    assert re.search(r'generate: 100%\|.*\| 3/3 ', capsys.readouterr().err)   # --progress forces it
     assert scene_bag.read_ground_truth(out).ids.shape == (3, 120, 160)
     with pytest.raises(SystemExit):
         generate_main(['--out', str(tmp_path / 'x'), '--scenario', 'nope'])
-
-
-def test_progress_is_quiet_off_a_terminal_and_reports_rate_and_eta():
-    now = [0.0]
-    quiet = io.StringIO()
-    bar = Progress(10, 'x', stream=quiet, clock=lambda: now[0])
-    now[0] = 2.0
-    bar.update(4)
-    bar.close()
-    assert quiet.getvalue() == ''
-    assert bar.rate == 2.0 and bar.eta == 3.0
-    loud = io.StringIO()
-    with Progress(10, 'render', unit='frames', stream=loud, enabled=True, interval=1.0, clock=lambda: now[0]) as bar:
-        now[0] = 4.0
-        bar.update(5)
-    lines = loud.getvalue().splitlines()
-    assert len(lines) == 2 and lines[-1].startswith('render [') and '5/10' in lines[-1]
-    assert '2.5 frames/s' in lines[-1] and 'ETA 0:02' in lines[-1]
