@@ -2,7 +2,7 @@
 # Create or update the dev environment in $VENV (default .venv):
 #   1. the virtual environment (python3.11);
 #   2. the pinned dependencies (requirements*.txt, constraints.txt): torch, the ROS 2 Jazzy wheels
-#      and what building interfaces needs, the model/data/export stack, pytest;
+#      and what building interfaces needs, the model/data/export stack, pytest, ruff and mypy;
 #   3. a fix of the CMake exports shipped in the ROS wheels;
 #   4. msg/ and srv/ built with CMake/rosidl and installed into the venv prefix;
 #   5. this package installed in editable mode (console script `seem-ros`);
