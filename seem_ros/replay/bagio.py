@@ -29,10 +29,10 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import yaml
-from rosbags.interfaces import MessageDefinitionFormat
+from rosbags.interfaces import MessageDefinitionFormat, Qos
 from rosbags.rosbag2 import Reader, Writer
 from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import McapReader
@@ -690,12 +690,16 @@ class BagWriter:
         path: bag directory to create.
         storage: 'mcap' or 'sqlite3'.
         overwrite: replace an existing rosbag2 directory at ``path``.
+        qos: topic -> the QoS profiles its publishers offer (rosbags ``Qos``), asked at the topic's
+            first message and recorded as its ``offered_qos_profiles``; also settable as
+            :attr:`qos` before then. None: no profiles (players fall back to their defaults).
 
     Raises:
         BagError: ``path`` exists (and may not or cannot be replaced), or an unknown storage.
     """
 
-    def __init__(self, path, storage: str = 'mcap', overwrite: bool = False):
+    def __init__(self, path, storage: str = 'mcap', overwrite: bool = False,
+                 qos: Optional[Callable[[str], Sequence[Qos]]] = None):
         self.path = Path(path)
         if storage not in STORAGES:
             raise BagError(f'unknown storage {storage!r}; expected one of {tuple(STORAGES)}')
@@ -705,6 +709,7 @@ class BagWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.storage = storage
         self.counts: Counter = Counter()
+        self.qos = qos
         self._store = package_typestore()
         self._lock = threading.Lock()
         self._connections: dict = {}
@@ -715,7 +720,8 @@ class BagWriter:
         with self._lock:
             conn = self._connections.get(topic)
             if conn is None:
-                conn = self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=self._store)
+                conn = self._connections[topic] = self._writer.add_connection(
+                    topic, msgtype, typestore=self._store, offered_qos_profiles=self.qos(topic) if self.qos else ())
             self._writer.write(conn, int(log_time_ns), data)
             self.counts[topic] += 1
 

@@ -36,6 +36,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
 from .bagio import BagDamaged, BagError, BagReader, BagWriter, cdr_stamp_ns, check_output
 from .offline import IMAGE_TYPES, PROMPT_TYPE, IdStats, ReplayError, ids_table, latency_table
 from .prompts_yaml import PromptEvent
@@ -52,6 +54,17 @@ def message_class(msgtype: str):
         return getattr(importlib.import_module(f'{pkg}.{kind}'), name)
     except (ImportError, AttributeError, ValueError):
         return None
+
+
+def discovered_qos(profile) -> Qos:
+    """An rclpy ``QoSProfile`` of a discovered publisher (``get_publishers_info_by_topic``) as the
+    rosbags ``Qos`` that rosbag2 records for it (durations in whole seconds and nanoseconds)."""
+    def duration(d) -> QosTime:
+        return QosTime(*divmod(d.nanoseconds, 1_000_000_000))
+    return Qos(QosHistory[profile.history.name], profile.depth, QosReliability[profile.reliability.name],
+               QosDurability[profile.durability.name], duration(profile.deadline), duration(profile.lifespan),
+               QosLiveliness[profile.liveliness.name], duration(profile.liveliness_lease_duration),
+               profile.avoid_ros_namespace_conventions)
 
 
 def node_path(namespace: str, name: str) -> str:
@@ -172,6 +185,8 @@ class LiveReplay:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, name='seem-replay-recorder', daemon=True)
+        self.writer.qos = lambda topic: [discovered_qos(info.qos_profile)
+                                         for info in node.get_publishers_info_by_topic(topic)]
         start = time.monotonic()
         try:
             qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)

@@ -36,6 +36,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import yaml
+from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
 from tqdm import tqdm
 
 from ..pipeline import Frame, FrameResult, TrackState
@@ -95,6 +96,15 @@ def load_params(params_file=None, overrides: Optional[dict] = None):
         return SeemParams.from_values(values)
     except (ValueError, TypeError) as exc:
         raise ReplayError(f'invalid setting: {exc}') from exc
+
+
+def node_output_qos(depth: int) -> Qos:
+    """The QoS the node's output publishers offer (``QoSProfile(depth=qos.depth)``: reliable,
+    volatile, keep-last ``depth``), with the infinite deadline, lifespan and lease and the automatic
+    liveliness that DDS gives them, as a rosbag2 recording of them stores it."""
+    infinite = QosTime(9223372036, 854775807)
+    return Qos(QosHistory.KEEP_LAST, depth, QosReliability.RELIABLE, QosDurability.VOLATILE, infinite, infinite,
+               QosLiveliness.AUTOMATIC, infinite, False)
 
 
 @dataclass
@@ -616,7 +626,8 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
               f'{", prompts from " + ", ".join(prompt_topics) if prompt_topics else ""}) with '
               f'{params.model__checkpoint} ({session.pipeline.predictor.model_name})',
               file=sys.stderr)
-        writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
+        writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite,
+                           qos=lambda _topic: [node_output_qos(params.qos__depth)])
         replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
                         log=lambda line: print(line, file=sys.stderr), depth=depth)

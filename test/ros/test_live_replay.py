@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rclpy
+import yaml
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rosgraph_msgs.msg import Clock
@@ -110,8 +111,14 @@ def test_live_replay_records_the_node_outputs_with_input_stamps(ros_namespace, b
     with BagReader(out) as reader:
         topics = {t.name: t.count for t in reader.topics.values()}
         recorded = list(reader.messages([f'{ros_namespace}/seem/{k}' for k in ('objects', 'label_image', 'overlay')]))
+    info = yaml.safe_load((out / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    offered = {t['topic_metadata']['name']: t['topic_metadata']['offered_qos_profiles']
+               for t in info['topics_with_message_count']}
     for key in ('objects', 'label_image', 'overlay'):
         assert 1 <= topics[f'{ros_namespace}/seem/{key}'] <= N
+        # the node's publisher as discovery reports it, as rosbag2 records it
+        assert [(q['reliability'], q['durability']) for q in offered[f'{ros_namespace}/seem/{key}']] == [
+            ('reliable', 'volatile')]
     objects, labels = {}, {}
     for m in recorded:
         stamp = cdr_stamp_ns(m.data)

@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_types_from_msg
@@ -146,6 +147,37 @@ def test_video_pngs_summary_and_progress(replayed):
     for stage in ('encoder', 'decoder', 'postprocess', 'total'):
         assert re.search(rf'^\s+{stage}\s+[\d.]+\s+[\d.]+$', stdout, re.M), stdout
     assert re.search(rf'replay: 100%\|.*\| {N}/{N} ', stderr)   # --progress forces the bar off a terminal
+
+
+INFINITE = {'sec': 9223372036, 'nsec': 854775807}
+NODE_QOS = [{'history': 'keep_last', 'depth': 1, 'reliability': 'reliable', 'durability': 'volatile', 'deadline': INFINITE,
+             'lifespan': INFINITE, 'liveliness': 'automatic', 'liveliness_lease_duration': INFINITE,
+             'avoid_ros_namespace_conventions': False}]
+
+
+def output_topics(bag):
+    """topic name -> topic_metadata of the bag's metadata.yaml."""
+    info = yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']
+    return {t['topic_metadata']['name']: t['topic_metadata'] for t in info['topics_with_message_count']}
+
+
+def offered_qos(path):
+    """topic -> offered QoS profiles, as rosbags reads them from ``path`` (a bag directory: its
+    metadata.yaml; a storage file: MCAP channel metadata or the sqlite topics table)."""
+    with Reader(path) as reader:
+        return {c.topic: c.ext.offered_qos_profiles for c in reader.connections}
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_output_bag_offers_the_node_qos(replayed, storage):
+    """Each output topic offers the QoS of the node's publisher (qos.depth 1) as rosbag2 records it,
+    in metadata.yaml and in the storage file."""
+    _, out, _, _ = replayed[storage]
+    topics = output_topics(out / 'bag')
+    assert {'/seem/objects', '/seem/label_image', '/seem/overlay'} <= set(topics)
+    assert all(t['offered_qos_profiles'] == NODE_QOS for t in topics.values())
+    storage_file = next((out / 'bag').glob('*.mcap' if storage == 'mcap' else '*.db3'))
+    assert offered_qos(storage_file) == offered_qos(out / 'bag')
 
 
 def test_existing_output(bags, checkpoint, tmp_path, capsys):
