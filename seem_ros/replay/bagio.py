@@ -13,11 +13,15 @@ records itself: everything before the damage is delivered, then :class:`BagDamag
 what. A bag that ends with fewer messages than its metadata lists is damaged too.
 
 :class:`BagWriter` writes raw CDR messages into a new bag with rosbags' ``Writer``, embedding the
-definitions (the package's messages included).
+definitions (the package's messages included), and records what rosbag2 on ROS 2 Jazzy records:
+``ros_distro: jazzy`` (metadata.yaml, the storage's copy of it, the sqlite3 schema table), each
+topic's offered QoS profiles, and its RIHS01 type hash (metadata.yaml; MCAP channel metadata
+``topic_type_hash`` next to ``offered_qos_profiles``).
 """
 from __future__ import annotations
 
 import heapq
+import io
 import itertools
 import os
 import shutil
@@ -33,9 +37,10 @@ from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optiona
 
 import yaml
 from rosbags.interfaces import MessageDefinitionFormat, Qos
-from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.reader import DirectoryReader
-from rosbags.rosbag2.storage_mcap import McapReader
+from rosbags.rosbag2.storage_mcap import Channel, McapReader, McapWriter, write_channel, write_string
+from rosbags.rosbag2.storage_sqlite3 import Sqlite3Writer
 from rosbags.typesys import get_types_from_idl, get_types_from_msg
 from rosbags.typesys.base import TypesysError
 
@@ -48,6 +53,7 @@ except ImportError:  # pragma: no cover - depends on the Python version
     from backports import zstd
 
 _MCAP_MAGIC = b'\x89MCAP0\r\n'
+ROS_DISTRO = 'jazzy'
 _U16, _U32, _U64 = struct.Struct('<H'), struct.Struct('<I'), struct.Struct('<Q')
 
 
@@ -683,6 +689,50 @@ class BagReader:
         self.close()
 
 
+def _jazzy(metadata: str) -> str:
+    """The YAML bag information that rosbags embeds in a storage file, with rosbag2's ``ros_distro``."""
+    return yaml.safe_dump({**yaml.safe_load(metadata), 'ros_distro': ROS_DISTRO}, sort_keys=False)
+
+
+class _McapStorage(McapWriter):
+    """rosbags' MCAP storage, its channels carrying rosbag2's metadata: ``offered_qos_profiles`` and
+    ``topic_type_hash``."""
+
+    def add_connection(self, connection, offered_qos_profiles: str) -> None:
+        metadata = io.BytesIO()
+        for key, value in (('offered_qos_profiles', offered_qos_profiles), ('topic_type_hash', connection.digest)):
+            write_string(metadata, key)
+            write_string(metadata, value)
+        self.channels.append(Channel(connection.id, connection.msgtype, connection.topic,
+                                     connection.ext.serialization_format, metadata.getvalue()))
+        self.channel_stats[connection.id] = 0
+        write_channel(self.chunk.bio, self.channels[-1], self.schemas)
+
+    def close(self, version: int, metadata: str) -> None:
+        super().close(version, _jazzy(metadata))
+
+
+class _Sqlite3Storage(Sqlite3Writer):
+    """rosbags' sqlite3 storage, its schema table and metadata naming Jazzy."""
+
+    def close(self, version: int, metadata: str) -> None:
+        self.cursor.execute('UPDATE schema SET ros_distro = ?', (ROS_DISTRO,))
+        super().close(version, _jazzy(metadata))
+
+
+class _Writer(Writer):
+    """rosbags' ``Writer`` with :class:`_McapStorage` and :class:`_Sqlite3Storage`, and
+    ``ros_distro: jazzy`` in metadata.yaml."""
+
+    STORAGE_PLUGINS = {StoragePlugin.MCAP: _McapStorage, StoragePlugin.SQLITE3: _Sqlite3Storage}
+
+    def close(self) -> None:
+        super().close()
+        meta = yaml.safe_load(self.metapath.read_text())
+        meta['rosbag2_bagfile_information']['ros_distro'] = ROS_DISTRO
+        self.metapath.write_text(yaml.safe_dump(meta, sort_keys=False))
+
+
 class BagWriter:
     """A new rosbag2 bag receiving raw CDR messages; thread-safe; a context manager.
 
@@ -713,7 +763,7 @@ class BagWriter:
         self._store = package_typestore()
         self._lock = threading.Lock()
         self._connections: dict = {}
-        self._writer = Writer(self.path, version=9, storage_plugin=STORAGES[storage])
+        self._writer = _Writer(self.path, version=9, storage_plugin=STORAGES[storage])
         self._writer.open()
 
     def write(self, topic: str, msgtype: str, log_time_ns: int, data: bytes) -> None:

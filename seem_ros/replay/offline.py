@@ -631,5 +631,6 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
         replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
                         log=lambda line: print(line, file=sys.stderr), depth=depth)
-        with tqdm(total=image_topic.count, desc='replay', unit='frames', disable=False if args.progress else None) as bar:
+        with tqdm(total=image_topic.count, desc='replay', unit='frames',
+                  disable=False if args.progress else None) as bar:
             return replay.run(bar)

@@ -6,6 +6,7 @@ import io
 import math
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 
 import cv2
@@ -14,6 +15,7 @@ import pytest
 import yaml
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.storage_mcap import McapReader, read_string
 from rosbags.typesys import get_types_from_msg
 from sensor_msgs.msg import Image
 
@@ -150,9 +152,9 @@ def test_video_pngs_summary_and_progress(replayed):
 
 
 INFINITE = {'sec': 9223372036, 'nsec': 854775807}
-NODE_QOS = [{'history': 'keep_last', 'depth': 1, 'reliability': 'reliable', 'durability': 'volatile', 'deadline': INFINITE,
-             'lifespan': INFINITE, 'liveliness': 'automatic', 'liveliness_lease_duration': INFINITE,
-             'avoid_ros_namespace_conventions': False}]
+NODE_QOS = [{'history': 'keep_last', 'depth': 1, 'reliability': 'reliable', 'durability': 'volatile',
+             'deadline': INFINITE, 'lifespan': INFINITE, 'liveliness': 'automatic',
+             'liveliness_lease_duration': INFINITE, 'avoid_ros_namespace_conventions': False}]
 
 
 def output_topics(bag):
@@ -178,6 +180,51 @@ def test_output_bag_offers_the_node_qos(replayed, storage):
     assert all(t['offered_qos_profiles'] == NODE_QOS for t in topics.values())
     storage_file = next((out / 'bag').glob('*.mcap' if storage == 'mcap' else '*.db3'))
     assert offered_qos(storage_file) == offered_qos(out / 'bag')
+
+
+def mcap_channel_metadata(path):
+    """topic -> the metadata map of its channel in the MCAP file ``path``."""
+    reader = McapReader(path)
+    reader.open()
+    try:
+        out = {}
+        for channel in reader.channels.values():
+            raw, entries = io.BytesIO(channel.metadata), {}
+            while raw.tell() < len(channel.metadata):
+                key = read_string(raw)
+                entries[key] = read_string(raw)
+            out[channel.topic] = entries
+        return out
+    finally:
+        reader.close()
+
+
+@pytest.mark.parametrize('storage', ['mcap', 'sqlite3'])
+def test_output_bag_names_jazzy_and_type_hashes(replayed, storage):
+    """``ros_distro: jazzy`` where rosbag2 on Jazzy writes it (metadata.yaml, the storage's copy of it,
+    the sqlite3 schema table) and each topic's RIHS01 type hash (metadata.yaml, MCAP channel metadata)."""
+    _, out, _, _ = replayed[storage]
+    bag = out / 'bag'
+    assert yaml.safe_load((bag / 'metadata.yaml').read_text())['rosbag2_bagfile_information']['ros_distro'] == 'jazzy'
+    topics, ts = output_topics(bag), typestore()
+    assert all(t['type_description_hash'] == ts.hash_rihs01(t['type']) for t in topics.values())
+    storage_file = next(bag.glob('*.mcap' if storage == 'mcap' else '*.db3'))
+    if storage == 'mcap':
+        channels = mcap_channel_metadata(storage_file)
+        assert {name: c['topic_type_hash'] for name, c in channels.items()} == {
+            name: t['type_description_hash'] for name, t in topics.items()}
+        assert all(set(c) == {'offered_qos_profiles', 'topic_type_hash'} for c in channels.values())
+        data = storage_file.read_bytes()
+        at = data.index(b'serialized_metadata') + len(b'serialized_metadata')
+        embedded = data[at + 4:at + 4 + int.from_bytes(data[at:at + 4], 'little')].decode()
+    else:
+        db = sqlite3.connect(f'file:{storage_file}?mode=ro', uri=True)
+        try:
+            assert db.execute('SELECT ros_distro FROM schema').fetchall() == [('jazzy',)]
+            (embedded,), = db.execute('SELECT metadata FROM metadata').fetchall()
+        finally:
+            db.close()
+    assert yaml.safe_load(embedded)['ros_distro'] == 'jazzy'
 
 
 def test_existing_output(bags, checkpoint, tmp_path, capsys):
