@@ -32,7 +32,9 @@ def ros_namespace():
 @pytest.fixture(scope='session', autouse=True)
 def export_cache(tmp_path_factory):
     """One export cache (``SEEM_ROS_CACHE``, :mod:`seem_ros.runtime.export_cache`) for the whole run,
-    inherited by the nodes and commands tests start: graphs of a model and size are exported once."""
-    path = tmp_path_factory.getbasetemp() / 'export_cache'
+    shared by parallel workers (pytest-xdist) and inherited by the nodes and commands tests
+    start: graphs of a model and size are exported once."""
+    base = tmp_path_factory.getbasetemp()
+    path = (base.parent if os.environ.get('PYTEST_XDIST_WORKER') else base) / 'export_cache'
     os.environ['SEEM_ROS_CACHE'] = str(path)
     return path

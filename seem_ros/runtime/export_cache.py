@@ -8,10 +8,13 @@ time. The cache lives in ``$SEEM_ROS_CACHE`` (default ``$XDG_CACHE_HOME/seem_ros
 ``~/.cache/seem_ros``), under ``onnx/<variant>-<version>-<checkpoint sha256>-<Hp>x<Wp>-<code digest>``
 (:func:`code_digest`: graphs exported by other model or export code are not reused);
 a directory appears only once all its graphs are written (built under a temporary name, then
-renamed), so an interrupted export is redone, never half used.
+renamed), so an interrupted export is redone, never half used. Processes that need the same
+export at once (two nodes starting, parallel test workers) take turns on a lock file: the first
+exports, the others then find its result.
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -50,19 +53,28 @@ def cached_export(checkpoint, *, variant: str, version: str, height: int, width:
     Raises:
         ExportParityError: a graph disagrees with PyTorch (nothing is cached).
     """
-    import torch
-
-    from ..model.build import build_seem
     size = ex.padded_size(height, width, short_side=short_side)
     digest = ex.sha256_file(checkpoint)
     root = Path(cache_dir) if cache_dir is not None else cache_root()
     target = root / 'onnx' / f'{variant}-{version}-{digest[:16]}-{size[0]}x{size[1]}-{code_digest()}'
     if (target / ex.MANIFEST).is_file():
         return target
-    jobs = ex.plan(ex.DEFAULT_GROUPS, [size], ['fp32'])
-    log(f'exporting {len(jobs)} graphs of {checkpoint} for {width}x{height} camera images '
-        f'(model input {size[1]}x{size[0]}) into {target} (once; later runs reuse them)')
     target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.parent / f'.{target.name}.lock', 'w') as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)          # released when the file closes
+        if not (target / ex.MANIFEST).is_file():
+            log(f'exporting the graphs of {checkpoint} for {width}x{height} camera images (model input '
+                f'{size[1]}x{size[0]}) into {target} (once; later runs reuse them)')
+            _export(checkpoint, variant, version, size, digest, target)
+    return target
+
+
+def _export(checkpoint, variant: str, version: str, size, digest: str, target: Path) -> None:
+    """Export the cached graphs of ``checkpoint`` at padded ``size`` into ``target`` (atomically)."""
+    import torch
+
+    from ..model.build import build_seem
+    jobs = ex.plan(ex.DEFAULT_GROUPS, [size], ['fp32'])
     work = Path(tempfile.mkdtemp(dir=target.parent, prefix=f'.{target.name}.'))
     try:
         with torch.no_grad():
@@ -70,11 +82,6 @@ def cached_export(checkpoint, *, variant: str, version: str, height: int, width:
             cfg = ex.ExportConfig.of(model, variant, checkpoint_sha256=digest)
             for kind, graph_size, precision in jobs:
                 ex.export_graph(model, cfg, kind, graph_size, work, precision=precision)
-        try:
-            os.replace(work, target)
-        except OSError:          # another process finished the same export first
-            if not (target / ex.MANIFEST).is_file():
-                raise
+        os.replace(work, target)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return target
