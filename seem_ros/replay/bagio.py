@@ -33,10 +33,10 @@ import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Set, Tuple, cast
 
 import yaml
-from rosbags.interfaces import MessageDefinitionFormat, Qos
+from rosbags.interfaces import ConnectionExtRosbag2, MessageDefinitionFormat, Qos
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.rosbag2.reader import DirectoryReader
 from rosbags.rosbag2.storage_mcap import Channel, McapReader, McapWriter, write_channel, write_string
@@ -597,7 +597,8 @@ class BagReader:
                 raise BagError(f'{self.path}: topic {name} has two types, '
                                f'{" and ".join(sorted({c.msgtype for c in info.connections}))}')
             topics[name] = Topic(name, info.msgtype, info.msgdef.data, _DEFINITION_FORMATS.get(info.msgdef.format, ''),
-                                 info.connections[0].ext.serialization_format, info.msgcount)
+                                 cast(ConnectionExtRosbag2, info.connections[0].ext).serialization_format,
+                                 info.msgcount)
         return 'mcap' if isinstance(plugin, McapReader) else 'sqlite3', topics
 
     def _register_types(self) -> None:
@@ -637,17 +638,23 @@ class BagReader:
     def _stream(self, wanted: Set[str]) -> Iterator[BagMessage]:
         """Messages on ``wanted`` through rosbags; when rosbags fails (damage), the recovery reader
         continues after the messages already delivered, up to the damage (:class:`_Damage`)."""
+        if self._bag is None:
+            yield from self._recovered().messages(wanted)
+            return
+        connections = [c for c in self._bag.connections if c.topic in wanted]
         delivered = 0
-        if self._bag is not None:
-            connections = [c for c in self._bag.connections if c.topic in wanted]
-            try:
-                for conn, t, data in self._bag.messages(connections) if connections else ():
-                    yield BagMessage(conn.topic, conn.msgtype, t, data)
-                    delivered += 1
-                return
-            except Exception:  # noqa: BLE001 - rosbags stops at damage with various errors
-                self._recovery = self._recovery or _Recovery(self.path)
-        yield from itertools.islice(self._recovery.messages(wanted), delivered, None)
+        try:
+            for conn, t, data in self._bag.messages(connections) if connections else ():
+                yield BagMessage(conn.topic, conn.msgtype, t, data)
+                delivered += 1
+        except Exception:  # noqa: BLE001 - rosbags stops at damage with various errors
+            yield from itertools.islice(self._recovered().messages(wanted), delivered, None)
+
+    def _recovered(self) -> _Recovery:
+        """The recovery reader (opened at the first damage rosbags stops at, unless it is open)."""
+        if self._recovery is None:
+            self._recovery = _Recovery(self.path)
+        return self._recovery
 
     def messages(self, topics: Iterable[str]) -> Iterator[BagMessage]:
         """Messages on ``topics`` in log-time order (ties in recording order; split files in sequence).
