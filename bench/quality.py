@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from seem_ros.predictor import SeemPredictor  # noqa: E402
-from seem_ros.progress import Progress  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from seem_ros.prompts import ObjectPrompt  # noqa: E402
 from seem_ros.scenes import SHAPES, build_scene, click_point, reference_patch, render_frame  # noqa: E402
 from seem_ros.training.data import EVAL_SEEDS, add_click, corrective_click  # noqa: E402
@@ -101,7 +101,7 @@ def evaluate(predictor: SeemPredictor, seeds, *, width: int = 640, height: int =
     ious: Dict[str, List[float]] = {name: [] for name in IOU_METRICS}
     text_hits: List[bool] = []
     pq_stats = {shape: [0.0, 0, 0, 0] for shape in SHAPES}
-    with Progress(total=len(seeds), label='quality', unit='frames', enabled=progress or None) as bar:
+    with tqdm(total=len(seeds), desc='quality', unit='frames', disable=False if progress else None) as bar:
         for seed in seeds:
             scene, frame = eval_frame(seed, width, height)
             predictor.set_image(frame.rgb)

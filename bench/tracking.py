@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 with contextlib.redirect_stdout(io.StringIO()):   # trackeval prints about optional dataset readers
     from trackeval.metrics import CLEAR, HOTA, Identity  # noqa: E402
 
-from seem_ros.progress import Progress  # noqa: E402
+from tqdm import tqdm  # noqa: E402
 from seem_ros.rasterize import rasterize  # noqa: E402
 from seem_ros.scenes import SHAPES, build_scene, render_frame, scripted_prompts  # noqa: E402
 from seem_ros.tracking import (EverythingConfig, EverythingTracker, IdPool, PromptedConfig,  # noqa: E402
@@ -548,7 +548,7 @@ def main(argv=None) -> int:
     if 'gt-everything' in parts:
         t0 = time.perf_counter()
         logs = []
-        with Progress(len(scenarios) * len(args.seeds), 'gt-everything', unit='scenes') as bar:
+        with tqdm(total=len(scenarios) * len(args.seeds), desc='gt-everything', unit='scenes', disable=None) as bar:
             for scene in scenes(args.seeds):
                 rng = np.random.default_rng([scene.seed, SCENARIOS.index(scene.scenario), 1])
                 logs.append(run_gt_everything(scene, noise, rng, args.min_visible_px, everything))
@@ -559,7 +559,7 @@ def main(argv=None) -> int:
     if 'gt-prompted' in parts:
         t0 = time.perf_counter()
         logs = []
-        with Progress(len(scenarios) * len(args.seeds), 'gt-prompted', unit='scenes') as bar:
+        with tqdm(total=len(scenarios) * len(args.seeds), desc='gt-prompted', unit='scenes', disable=None) as bar:
             for scene in scenes(args.seeds):
                 rng = np.random.default_rng([scene.seed, SCENARIOS.index(scene.scenario), 2])
                 sim = SimulatedSegmenter(scene, noise, rng, args.min_visible_px)
@@ -578,7 +578,8 @@ def main(argv=None) -> int:
             predictor = e2e_predictor(args, backend)
             t0 = time.perf_counter()
             logs, ev_logs = [], []
-            with Progress(len(scenarios) * len(args.e2e_seeds), f'e2e {backend}', unit='scenes') as bar:
+            with tqdm(total=len(scenarios) * len(args.e2e_seeds), desc=f'e2e {backend}', unit='scenes',
+                      disable=None) as bar:
                 for scene in scenes(args.e2e_seeds):
                     log, ev_log = run_prompted(scene, predictor, prompted, args.min_visible_px, vocabulary=SHAPES,
                                                everything=everything if 'e2e-everything' in parts else None)
