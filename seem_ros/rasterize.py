@@ -57,14 +57,14 @@ def draw(prompt: ObjectPrompt, image_size: Tuple[int, int]) -> Tuple[np.ndarray,
         PromptError: a point outside the image, an empty box, or a mask of another size.
     """
     h, w = image_size
-    pos = np.zeros((h, w), np.uint8)
-    neg = np.zeros((h, w), np.uint8)
+    pos: np.ndarray = np.zeros((h, w), np.uint8)
+    neg: np.ndarray = np.zeros((h, w), np.uint8)
     for xy, positive in zip(np.asarray(prompt.points, np.float64).reshape(-1, 2), np.asarray(prompt.point_labels)):
         row, col = _pixel(xy, (h, w))
         (pos if positive else neg)[row, col] = DRAWN
     for line in prompt.scribbles:
-        pts = [_pixel(xy, (h, w)) for xy in np.asarray(line, np.float64).reshape(-1, 2)]
-        cols_rows = np.array([[c, r] for r, c in pts], np.int32).reshape(-1, 1, 2)
+        pixels = [_pixel(xy, (h, w)) for xy in np.asarray(line, np.float64).reshape(-1, 2)]
+        cols_rows = np.array([[c, r] for r, c in pixels], np.int32).reshape(-1, 1, 2)
         cv2.polylines(pos, [cols_rows], False, DRAWN, thickness=1, lineType=cv2.LINE_8)
     pos = cv2.dilate(pos, _DILATE)
     neg = cv2.dilate(neg, _DILATE)

@@ -257,11 +257,11 @@ def place_objects(masks: Sequence[Optional[np.ndarray]], depth_m: np.ndarray, k:
     width, height = info_size
     if not (width and height):
         height, width = depth_m.shape
-    shown = [i for i, m in enumerate(masks) if m is not None and m.any()]
-    geometries = frame_geometry([masks[i] for i in shown], depth_m, CameraIntrinsics.from_matrix(k, width, height),
+    shown = [(i, m) for i, m in enumerate(masks) if m is not None and m.any()]
+    geometries = frame_geometry([m for _, m in shown], depth_m, CameraIntrinsics.from_matrix(k, width, height),
                                 erode_px=erode_px, min_points=min_points, return_points=return_points)
     out: List[Optional[ObjectGeometry]] = [None] * len(masks)
-    for i, geometry in zip(shown, geometries):
+    for (i, _), geometry in zip(shown, geometries):
         out[i] = geometry
     return out
 

@@ -28,9 +28,10 @@ MARKERS_AVAILABLE = MarkerArray is not None
 POINT_DTYPE = np.dtype([('x', '<f4'), ('y', '<f4'), ('z', '<f4'), ('track_id', '<u4')])
 """One point of the cloud: little-endian, 16 bytes."""
 
-POINT_FIELDS = [PointField(name=name, offset=POINT_DTYPE.fields[name][1], count=1,
+# numpy types a dtype's fields and names Optional (None for an unstructured dtype).
+POINT_FIELDS = [PointField(name=name, offset=POINT_DTYPE.fields[name][1], count=1,  # type: ignore[index]
                            datatype=PointField.UINT32 if name == 'track_id' else PointField.FLOAT32)
-                for name in POINT_DTYPE.names]
+                for name in POINT_DTYPE.names]  # type: ignore[union-attr]
 
 MIN_BOX_M = 0.005
 """Smallest box side drawn, so that flat objects stay visible."""
@@ -60,12 +61,17 @@ def point_cloud(header: Header, geometries: Sequence[ObjectGeometry], ids: Seque
     Each geometry must carry its ``points`` (``return_points=True``); ``ids[i]`` is the track id
     of ``geometries[i]``.
     """
-    cloud = np.empty(sum(len(g.points) for g in geometries), POINT_DTYPE)
+    points = []
+    for geometry in geometries:
+        if geometry.points is None:
+            raise ValueError('a geometry without its points (place it with return_points=True)')
+        points.append(geometry.points)
+    cloud = np.empty(sum(len(p) for p in points), POINT_DTYPE)
     start = 0
-    for geometry, track_id in zip(geometries, ids):
-        end = start + len(geometry.points)
+    for xyz, track_id in zip(points, ids):
+        end = start + len(xyz)
         for axis, name in enumerate('xyz'):
-            cloud[name][start:end] = geometry.points[:, axis]
+            cloud[name][start:end] = xyz[:, axis]
         cloud['track_id'][start:end] = track_id
         start = end
     return PointCloud2(header=header, height=1, width=len(cloud), fields=POINT_FIELDS, is_bigendian=False,

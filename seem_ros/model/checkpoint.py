@@ -19,7 +19,7 @@ state dict is still the official one; official files carry no metadata.
 """
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -119,7 +119,7 @@ def read_state_dict(path) -> Dict[str, torch.Tensor]:
     return normalize_keys(data)
 
 
-def check_state_dict(expected: Mapping[str, torch.Size], state_dict: Mapping[str, torch.Tensor],
+def check_state_dict(expected: Mapping[str, Tuple[int, ...]], state_dict: Mapping[str, torch.Tensor],
                      source: str = 'checkpoint') -> Dict[str, torch.Tensor]:
     """Validate ``state_dict`` against ``expected`` key -> shape; return it minus ignored keys.
 

@@ -109,6 +109,8 @@ class MultiheadAttention(nn.Module):
                    for x, w, b in ((query, w_q, b_q), (key, w_k, b_k), (value, w_v, b_v)))
         if key_group is None:
             out = _dense_attention(q, k, v, blocked)
+        elif key_valid is None:
+            raise ValueError('key_group needs key_valid')
         elif q.shape[1] == 1:
             key_blocked = ~key_valid.expand(q.shape[0], q.shape[2], -1)
             out = _dense_attention(q[:, 0], k, v, key_blocked)[:, None]

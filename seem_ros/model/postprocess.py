@@ -9,7 +9,7 @@ to the output size.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -78,7 +78,7 @@ def panoptic_inference(mask_cls, mask_logits, *, object_mask_threshold=0.8, over
     cur_scores = scores[keep_idx]
     winner = (cur_scores[:, None, None] * cur_probs).argmax(0)
     stuff = set(stuff_categories or ())
-    stuff_segment = {}
+    stuff_segment: Dict[int, int] = {}
     for k, q in enumerate(keep_idx.tolist()):
         category = int(labels[q])
         own = cur_probs[k] >= 0.5

@@ -69,7 +69,8 @@ def resize_short_side(image, short_side: int = 512):
     is :func:`resize_to` the size of :func:`resized_size`, bit-exact to the official demo.
     """
     tensor = _as_hwc_uint8(image)
-    return resize_to(image, resized_size(*tensor.shape[:2], short_side))
+    height, width = tensor.shape[:2]
+    return resize_to(image, resized_size(height, width, short_side))
 
 
 def normalize_and_pad(image, size_divisibility: int = 32, *, device: Optional[torch.device] = None,

@@ -25,7 +25,7 @@ spatial relation to the same prompt (memory j belongs to the valid prompt of ran
 grounding queries and tokens; memories; spatial queries, grouped per prompt over the keys of
 their prompt, so that its cost is linear in the number of prompts and tokens.
 """
-from typing import Dict, List, NamedTuple, Optional, Sequence
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, cast
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,7 @@ from torch import nn
 from .decoder_layers import MLP, CrossAttentionLayer, FFNLayer, SelfAttentionLayer
 from .position import sine_position_embedding
 from .spatial import PromptPoints, SpatialPrompts, points_from_masks, sample_points
+from .text_encoder import LanguageEncoder
 
 VERSIONS = ('v1', 'v0')
 
@@ -94,9 +95,9 @@ class SeemDecoder(nn.Module):
         max_spatial_points: per-sign pixel budget of :meth:`encode_prompts` (512).
     """
 
-    def __init__(self, lang_encoder: nn.Module, *, version: str = 'v1', hidden_dim: int = 512, dim_proj: int = 512,
-                 num_queries: int = 101, nheads: int = 8, dim_feedforward: int = 2048, dec_layers: int = 9,
-                 mask_dim: int = 512, num_memories: int = 32, queries_per_prompt: int = 3,
+    def __init__(self, lang_encoder: LanguageEncoder, *, version: str = 'v1', hidden_dim: int = 512,
+                 dim_proj: int = 512, num_queries: int = 101, nheads: int = 8, dim_feedforward: int = 2048,
+                 dec_layers: int = 9, mask_dim: int = 512, num_memories: int = 32, queries_per_prompt: int = 3,
                  max_spatial_points: int = 512):
         super().__init__()
         if version not in VERSIONS:
@@ -217,8 +218,9 @@ class SeemDecoder(nn.Module):
                              spatial: Optional[SpatialPrompts], memory_owner: Optional[torch.Tensor],
                              device) -> _SelfAttentionPlan:
         """Self-attention visibility for the cross-attention ``rows`` (see the module docstring)."""
-        plan = {'rows': rows}
+        plan: Dict[str, Any] = {'rows': rows}
         if 'grounding' in rows:
+            assert grounding_padding is not None      # grounding rows come with their tokens' padding
             g = rows['grounding']
             queries = torch.ones(len(grounding_padding), g.stop - g.start, dtype=torch.bool, device=device)
             visible = torch.cat([queries, ~grounding_padding], 1)                  # (B, Q + T)
@@ -254,16 +256,18 @@ class SeemDecoder(nn.Module):
         obj = rows['object']
         parts = [layer(x[:, obj], qpos[:, obj])]
         if 'grounding' in rows:
+            assert tokens_g is not None and pos_g is not None   # grounding rows come with their tokens
             g = rows['grounding']
             grounding = layer(torch.cat([x[:, g], tokens_g], 1), torch.cat([qpos[:, g], pos_g], 1),
                               plan.grounding_blocked)
             parts.append(grounding[:, :g.stop - g.start])
         if 'spatial' in rows:
+            assert tokens_s is not None and plan.key_group is not None and plan.key_valid is not None
             s, memory = rows['spatial'], slice(rows['spatial'].stop, None)      # memories (if any) follow
             context = torch.cat([x[:, s], tokens_s, x[:, memory]], 1)
             context_pos = torch.cat([qpos[:, s], tokens_s.detach(), qpos[:, memory]], 1)
-            queries = [t[:, s].unflatten(1, (plan.groups, -1)) for t in (x, qpos)]
-            parts.append(layer.grouped(*queries, context, context_pos, plan.key_group, plan.key_valid).flatten(1, 2))
+            q, q_pos = (t[:, s].unflatten(1, (plan.groups, -1)) for t in (x, qpos))
+            parts.append(layer.grouped(q, q_pos, context, context_pos, plan.key_group, plan.key_valid).flatten(1, 2))
         if 'memory' in rows:
             m = rows['memory']
             parts.append(layer(x[:, m], qpos[:, m], plan.memory_blocked))
@@ -404,6 +408,7 @@ class SeemDecoder(nn.Module):
         if memories:
             add_rows('memory', self.spatial_featured.weight, self.spatial_embed.weight)
             if self.version == 'v1':
+                assert spatial is not None               # v1 memories belong to the spatial prompts
                 memory_owner = self.memory_owner(spatial.prompt_valid)
         return _InitialRows(torch.cat(feats), torch.cat(poses), rows, query_index, memory_owner)
 
@@ -421,7 +426,9 @@ class SeemDecoder(nn.Module):
         blocked = blocked & ~blocked.all(-1, keepdim=True)
         x = self.transformer_cross_attention_layers[i](x, qpos, srcs[level], poss[level], blocked)
         tokens_s = None if spatial is None else spatial.tokens[level][None].expand(x.shape[0], -1, -1)
-        return self._self_attention_step(self.transformer_self_attention_layers[i], self.transformer_ffn_layers[i],
+        # nn.ModuleList types its items nn.Module
+        return self._self_attention_step(cast(SelfAttentionLayer, self.transformer_self_attention_layers[i]),
+                                         cast(FFNLayer, self.transformer_ffn_layers[i]),
                                          plan, x, qpos, tokens_g, pos_g, tokens_s)
 
     def _outputs(self, steps: List[dict], initial: _InitialRows, spatial: Optional[SpatialPrompts],

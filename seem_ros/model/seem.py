@@ -35,7 +35,7 @@ class ImageFeatures:
 class SemSegHead(nn.Module):
     """Container mirroring the official ``sem_seg_head`` (pixel decoder + predictor)."""
 
-    def __init__(self, pixel_decoder: nn.Module, predictor: nn.Module):
+    def __init__(self, pixel_decoder: TransformerEncoderPixelDecoder, predictor: SeemDecoder):
         super().__init__()
         self.pixel_decoder = pixel_decoder
         self.predictor = predictor

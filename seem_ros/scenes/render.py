@@ -499,7 +499,7 @@ def render_frame(scene: Scene, index: int) -> RenderedFrame:
     plane = (d / (1.0 + tilt * (np.arange(h, dtype=np.float64) - cam.cy) / cam.fy)).astype(np.float32)
     depth = np.repeat(plane[:, None], w, axis=1)
     ids = np.zeros((h, w), np.uint16)
-    img = scene.background.astype(np.float32)
+    img: np.ndarray = scene.background.astype(np.float32)
     states = [(obj, *_pixel_state(scene, obj, t)) for obj in scene.objects]
     regions = {}
     areas = {}
@@ -524,7 +524,7 @@ def render_frame(scene: Scene, index: int) -> RenderedFrame:
         hard = hard[sub]
         ids[fy0:fy1, fx0:fx1][hard] = obj.id
         depth[fy0:fy1, fx0:fx1][hard] = z
-        a = alpha.astype(np.float32) * (1.0 / 255.0)
+        a: np.ndarray = alpha.astype(np.float32) * (1.0 / 255.0)
         if np.hypot(*motion) >= 1.0:
             a = cv2.filter2D(a, -1, _blur_kernel(motion), borderType=cv2.BORDER_CONSTANT)
         a = a[sub][..., None]
@@ -594,7 +594,10 @@ def reference_patch(scene: Scene, object_id: int) -> Tuple[ReferencePatch, dict]
     other = build_scene('random', scene.seed + REFERENCE_SEED_OFFSET, width=cam.width, height=cam.height,
                         fps=scene.fps, frames=max(2, int(round(2 * scene.fps))), include=[(obj.shape, obj.colour)])
     best = max((render_frame(other, k) for k in range(other.n_frames)), key=lambda f: f.objects[0].visible_px)
-    x0, y0, x1, y1 = best.objects[0].bbox
+    bbox = best.objects[0].bbox
+    if bbox is None:
+        raise ValueError(f'object {object_id} ({obj.shape}, {obj.colour}) is never visible in the reference scene')
+    x0, y0, x1, y1 = bbox
     mx, my = (x1 - x0) // 4, (y1 - y0) // 4
     x0, y0, x1, y1 = max(x0 - mx, 0), max(y0 - my, 0), min(x1 + mx, cam.width), min(y1 + my, cam.height)
     patch = ReferencePatch(image=best.rgb[y0:y1, x0:x1].copy(), mask=best.mask(1)[y0:y1, x0:x1].copy())
@@ -621,7 +624,9 @@ def scripted_prompts(scene: Scene) -> List[ScriptedPrompt]:
         elif kind == 'click':
             prompt = ObjectPrompt(points=click_point(f.mask(oid))[None], point_labels=np.ones(1, bool))
         elif kind == 'box':
-            prompt = ObjectPrompt(boxes=f.objects[oid - 1].bbox.astype(np.float32)[None])
+            bbox = f.objects[oid - 1].bbox
+            assert bbox is not None       # the prompt frame shows the object (_prompt_frame)
+            prompt = ObjectPrompt(boxes=bbox.astype(np.float32)[None])
         else:
             patch, source = reference_patch(scene, oid)
             prompt = ObjectPrompt(reference=patch)

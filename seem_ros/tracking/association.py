@@ -63,7 +63,7 @@ def mask_iou(a: np.ndarray, b: np.ndarray, box_a: Optional[Box] = None, box_b: O
     return np.count_nonzero(a & b) / union if union else 0.0
 
 
-def iou_matrix(masks_a: Sequence[np.ndarray], boxes_a: Sequence[Box], masks_b: Sequence[np.ndarray],
+def iou_matrix(masks_a: Sequence[Optional[np.ndarray]], boxes_a: Sequence[Box], masks_b: Sequence[Optional[np.ndarray]],
                boxes_b: Sequence[Box]) -> np.ndarray:
     """(len(a), len(b)) float64 pairwise :func:`mask_iou`; None masks give 0."""
     out = np.zeros((len(masks_a), len(masks_b)))
@@ -85,7 +85,7 @@ def overlap_fraction(a: np.ndarray, box_a: Box, b: np.ndarray, box_b: Box) -> fl
     if x0 >= x1 or y0 >= y1:
         return 0.0
     inter = np.count_nonzero(a[y0:y1, x0:x1] & b[y0:y1, x0:x1])
-    return inter / max(np.count_nonzero(a), 1)
+    return inter / max(int(np.count_nonzero(a)), 1)
 
 
 def shift_mask(mask: np.ndarray, dx: float, dy: float) -> np.ndarray:

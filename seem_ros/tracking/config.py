@@ -6,7 +6,7 @@ builds from a mapping of ROS parameters (:meth:`AssociationConfig.from_dict`).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Dict
+from typing import Any, Dict
 
 _UNIT_FIELDS = {'min_iou', 'keep_iou', 'min_similarity', 'reid_similarity', 'colour_weight', 'velocity_smoothing',
                 'bank_confidence', 'min_confidence', 'merge_iou', 'max_overlap', 'reference_confidence',
@@ -67,7 +67,7 @@ class AssociationConfig:
             raise ValueError(f'bank_size must be >= 1, got {self.bank_size}')
 
     @classmethod
-    def from_dict(cls, values: Dict[str, object]):
+    def from_dict(cls, values: Dict[str, Any]):
         """Build from a mapping (e.g. ROS parameters ``tracking.*``); unknown keys raise ``ValueError``."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

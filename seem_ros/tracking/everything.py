@@ -72,7 +72,7 @@ class EverythingTracker:
         """
         cfg = self.config
         size = image.shape[:2]
-        dets = []
+        dets: List[Candidate] = []
         for seg in segments:
             mask = np.asarray(seg.mask, bool)
             if seg.score < cfg.min_score or np.count_nonzero(mask) < cfg.min_area_px:
@@ -130,7 +130,7 @@ class EverythingTracker:
         cfg = self.config
         track.observe(det.mask, det.bbox, det.centroid, det.score, stamp_ns, cfg.velocity_smoothing)
         track.label_votes[det.label] = track.label_votes.get(det.label, 0.0) + det.score
-        track.label = max(track.label_votes, key=track.label_votes.get)
+        track.label = max(track.label_votes, key=track.label_votes.__getitem__)
         update_bank(track, det.vector, similarity, det.score, stamp_ns, cfg)
         if track.id:
             track.state = TrackState.TRACKED
@@ -157,7 +157,8 @@ class EverythingTracker:
                 gone.add(id(old))
                 for v in new.bank.vectors():
                     old.bank.add(v)
-                new.id, new.bank, new.created_ns, new.first_seen_ns = old.id, old.bank, old.created_ns, old.first_seen_ns
+                new.id, new.bank = old.id, old.bank
+                new.created_ns, new.first_seen_ns = old.created_ns, old.first_seen_ns
                 new.hits += old.hits
                 new.state = TrackState.TRACKED
             else:

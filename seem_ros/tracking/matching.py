@@ -27,7 +27,7 @@ class Candidate:
     bbox: Box
     centroid: np.ndarray
     score: float
-    vector: Optional[np.ndarray]
+    vector: np.ndarray
     logits: Optional[torch.Tensor] = None
     label: str = ''
 

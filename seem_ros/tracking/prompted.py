@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..prompts import ObjectPrompt
-from .association import appearance, assign, mask_bbox, mask_centroid, mask_iou, overlap_fraction
+from .association import Box, appearance, assign, mask_bbox, mask_centroid, mask_iou, overlap_fraction
 from .config import PromptedConfig
 from .matching import KEEP, MATCH, TENTATIVE, Candidate, update_bank
 from .prompting import frame_reference, merge_prompts, visual_prompt
@@ -210,9 +210,9 @@ class PromptedTracker:
             if mask is not None:
                 propagate.append((track, mask))
             if mask is None or track.misses or cfg.global_when_tracked:
-                prompt = self._global_prompt(track)
-                if prompt is not None:
-                    requests.append(_Request(track, 'global', prompt, None))
+                search = self._global_prompt(track)
+                if search is not None:
+                    requests.append(_Request(track, 'global', search, None))
         union = None
         if cfg.negative_others and len(propagate) > 1:
             union = np.logical_or.reduce([m for _, m in propagate])
@@ -269,10 +269,11 @@ class PromptedTracker:
         """Under the lock: accept init results, associate the others, update every track."""
         cfg = self.config
         size = image.shape[:2]
-        fixed: List[Candidate] = []       # masks of visible objects, for the re-identification overlap check
-        if only is not None:               # an earlier frame: the other visible tracks keep their objects
-            fixed += [Candidate(-1, t.mask, t.bbox, t.centroid, t.score, None) for t in self._tracks.values()
-                      if t.id not in only and t.seen and t.misses == 0 and t.mask.shape == size]
+        fixed: List[Tuple[np.ndarray, Box]] = []   # (mask, bbox) of visible objects, for the re-identification
+        if only is not None:                        # overlap check; an earlier frame: the other visible tracks
+            fixed += [(t.mask, t.bbox) for t in self._tracks.values()   # keep their objects
+                      if t.id not in only and t.seen and t.misses == 0 and t.mask is not None
+                      and t.mask.shape == size]
         candidates: List[Candidate] = []
         for k, (req, res) in enumerate(zip(requests, results)):
             if res is None:
@@ -304,7 +305,7 @@ class PromptedTracker:
                 candidates.append(cand)
             else:
                 self._accept_init(req, cand, image, stamp_ns)
-                fixed.append(cand)
+                fixed.append((cand.mask, cand.bbox))
         matched = self._associate(image, stamp_ns, requests, candidates, fixed)
         for track in self._tracks.values():
             if track.pending is not None or (only is not None and track.id not in only):
@@ -337,7 +338,7 @@ class PromptedTracker:
         track.reference_ns = stamp_ns
 
     def _associate(self, image, stamp_ns: int, requests: List[_Request], candidates: List[Candidate],
-                   fixed: List[Candidate]) -> set:
+                   fixed: List[Tuple[np.ndarray, Box]]) -> set:
         """Merge overlapping candidates, gate and assign them to tracks; returns matched track ids."""
         cfg = self.config
         size = image.shape[:2]
@@ -382,14 +383,15 @@ class PromptedTracker:
                     tier[r, k] = KEEP if keep else MATCH if t.seen else TENTATIVE
                     best[r, k] = (i, sim)
         pairs = assign(score, valid, tier)
-        kept = list(fixed) + [candidates[best[r, k][0]] for r, k in pairs if tier[r, k] == KEEP]
+        kept = list(fixed) + [(candidates[best[r, k][0]].mask, candidates[best[r, k][0]].bbox)
+                              for r, k in pairs if tier[r, k] == KEEP]
         matched = set()
         for r, k in pairs:
             t = tracks[r]
             i, sim = best[r, k]
             c = candidates[i]
-            if tier[r, k] != KEEP and any(overlap_fraction(c.mask, c.bbox, v.mask, v.bbox) >= cfg.max_overlap
-                                           for v in kept):
+            if tier[r, k] != KEEP and any(overlap_fraction(c.mask, c.bbox, mask, bbox) >= cfg.max_overlap
+                                           for mask, bbox in kept):
                 continue
             first = not t.seen
             t.observe(c.mask, c.bbox, c.centroid, c.score, stamp_ns, cfg.velocity_smoothing)

@@ -192,10 +192,11 @@ class Track:
         area = int(np.count_nonzero(mask))
         if self.misses:
             self.velocity = np.zeros(2)
-        elif (self.seen and stamp_ns > self.last_seen_ns and self.mask.shape == mask.shape
+        elif (self.seen and stamp_ns > self.last_seen_ns and self.mask is not None and self.mask.shape == mask.shape
               and 1 / VELOCITY_MAX_AREA_RATIO <= area / max(self.area, 1) <= VELOCITY_MAX_AREA_RATIO):
             reach = int(np.ceil(np.abs(centroid - self.centroid).max())) + 2
-            step = np.asarray(mask_shift(self.mask, self.bbox, mask, reach)) / ((stamp_ns - self.last_seen_ns) * 1e-9)
+            shift = np.asarray(mask_shift(self.mask, self.bbox, mask, reach), float)
+            step = shift / ((stamp_ns - self.last_seen_ns) * 1e-9)
             self.velocity = (1.0 - smoothing) * self.velocity + smoothing * step
         if not self.seen:
             self.first_seen_ns = stamp_ns
@@ -228,7 +229,7 @@ class Track:
 
     def output(self, size: Tuple[int, int], found: bool) -> TrackOutput:
         """This track on the current frame: the newest mask when ``found``, else all False of (H, W) ``size``."""
-        mask = self.mask if found else np.zeros(size, bool)
+        mask = self.mask if found and self.mask is not None else np.zeros(size, bool)
         return TrackOutput(self.id, self.state, self.label, self.score, mask, self.bbox, self.last_seen_ns, self.origin)
 
 

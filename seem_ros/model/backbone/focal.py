@@ -62,7 +62,7 @@ class FocalModulation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
         x = self.f(x).permute(0, 3, 1, 2).contiguous()
-        q, ctx, gates = torch.split(x, (dim, dim, self.focal_level + 1), 1)
+        q, ctx, gates = torch.split(x, [dim, dim, self.focal_level + 1], 1)
         ctx_all = 0
         for level, layer in enumerate(self.focal_layers):
             ctx = layer(ctx)
