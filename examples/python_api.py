@@ -50,7 +50,8 @@ def main(argv=None):
     print('grounded queries:', grounded.selected_index.tolist())
 
     # 6. Referring patch: the object marked in another image (here: a crop of this one).
-    patch = ReferencePatch(image[: h // 2, : w // 2].copy(), result.masks[0][: h // 2, : w // 2] | (np.arange(w // 2) < 4))
+    patch = ReferencePatch(image[: h // 2, : w // 2].copy(),
+                           result.masks[0][: h // 2, : w // 2] | (np.arange(w // 2) < 4))
     print('referred:', predictor.predict([ObjectPrompt(reference=patch)]).masks[0].sum(), 'px')
 
     # 7. Open vocabulary: semantic score maps and panoptic segments.

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple, TypeGuard
 
 import numpy as np
 
@@ -241,11 +241,12 @@ def fit_prompt(prompt: ObjectPrompt, size: Tuple[int, int], *, refine: bool = Fa
         if fitted.has_visual:
             rasterize(fitted, size, resized_size(h, w, short_side))
         if ref is not None:
-            rasterize(ObjectPrompt(mask=ref.mask), np.shape(ref.mask), resized_size(*np.shape(ref.mask), short_side))
+            ref_h, ref_w = np.shape(ref.mask)
+            rasterize(ObjectPrompt(mask=ref.mask), (ref_h, ref_w), resized_size(ref_h, ref_w, short_side))
     return fitted, warnings
 
 
-def _text_only(prompt: Optional[ObjectPrompt]) -> bool:
+def _text_only(prompt: Optional[ObjectPrompt]) -> TypeGuard[ObjectPrompt]:
     return prompt is not None and bool(prompt.text) and not prompt.has_visual and prompt.reference is None
 
 
@@ -360,7 +361,7 @@ class Pipeline:
                 raise PromptError(str(exc)) from exc
             if frame is None:             # fitted to the first frame in process()
                 waiting = self._bindings.get(object_id)
-                if refine and waiting is not None and waiting.frame is None:
+                if refine and waiting is not None and waiting.prompt is not None:   # not yet fitted
                     prompt = merge_prompts(waiting.prompt, prompt)
                 self._bindings[object_id] = _Binding(None, prompt)
             else:
@@ -407,7 +408,7 @@ class Pipeline:
 
     def list_objects(self) -> List[ObjectInfo]:
         """The prompted objects by id, each with the prompt that created it."""
-        return [ObjectInfo(t.id, t.origin) for t in self._prompted.tracks()]
+        return [ObjectInfo(t.id, t.origin) for t in self._prompted.tracks() if t.origin is not None]
 
     def process(self, frame: Frame) -> FrameResult:
         """Segment ``frame``: every prompted object (mode prompted/both) and the vocabulary (everything/both).
@@ -476,6 +477,7 @@ class Pipeline:
         for object_id, binding in list(self._bindings.items()):
             del self._bindings[object_id]
             if binding.frame is None:
+                assert binding.prompt is not None    # a binding without a frame holds its prompt
                 try:
                     fitted, fit_warnings = fit_prompt(binding.prompt, frame.size, short_side=self.predictor.short_side)
                 except PromptError as exc:

@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,7 +57,7 @@ DEFAULT_MODEL = {'variant': 'focalt', 'version': 'v1', 'short_side': 512}
 
 
 def resolve_model(checkpoint, *, variant: Optional[str] = None, version: Optional[str] = None,
-                  short_side: Optional[int] = None) -> Dict[str, object]:
+                  short_side: Optional[int] = None) -> Dict[str, Any]:
     """``{'variant', 'version', 'short_side'}`` to run ``checkpoint`` as: each given value, else what
     the checkpoint says of itself (:func:`~seem_ros.model.checkpoint.read_metadata`; the variant
     else from the shapes of its tensors), else :data:`DEFAULT_MODEL`."""
@@ -208,7 +208,8 @@ class SeemPredictor:
             raise ValueError(f'expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}')
         if min(image.shape[:2]) < 1:
             raise ValueError(f'empty image ({image.shape[1]}x{image.shape[0]})')
-        size = fitted_size(*image.shape[:2], self.short_side, canvas or (2**31, 2**31))
+        height, width = image.shape[:2]
+        size = fitted_size(height, width, self.short_side, canvas or (2**31, 2**31))
         tensor, valid = normalize_and_pad(resize_to(image, size), self.backend.size_divisibility, device=self.device,
                                           canvas=canvas)
         with torch.inference_mode():
@@ -294,7 +295,10 @@ class SeemPredictor:
                 groups.append(self.backend.encode_prompts(img.features, pos, neg, generator=self._generator()))
         if referring:
             share = min(self.backend.max_spatial_points, self.backend.reference_points // len(referring))
-            groups += [self.encode_reference(prompts[i].reference, share) for i in referring]
+            for i in referring:
+                reference = prompts[i].reference
+                assert reference is not None     # a spatial prompt without pixels here is a referring patch
+                groups.append(self.encode_reference(reference, share))
         return direct + referring, _concat_prompts(groups)
 
     def _passes(self, prompts: Sequence[ObjectPrompt], spatial_ids: List[int], text_ids: List[int]) -> List[tuple]:

@@ -167,13 +167,12 @@ class Session:
         """Segment and track ``frame``, then place its objects in 3D (when depth is on)."""
         output = SessionOutput(self.pipeline.process(frame))
         if self.depth_settings is not None:
-            self._place(output)
+            self._place(output, self.depth_settings)
         return output
 
-    def _place(self, output: SessionOutput) -> None:
+    def _place(self, output: SessionOutput, settings: DepthSettings) -> None:
         """Pair the depth image nearest the frame's stamp (within ``slop_ms``) and place the shown
         objects; else leave the 3D fields unset with the reason in ``output.problem``."""
-        settings = self.depth_settings
         with self._lock:
             depth = self._depth.nearest(output.result.frame.stamp_ns, int(settings.slop_ms * 1e6))
             info = self._depth_info
@@ -185,7 +184,7 @@ class Session:
             problems.append(f'no depth image within {settings.slop_ms:g} ms of the image')
         if info is None:
             problems.append('no depth/camera_info received')
-        if problems:
+        if depth is None or info is None:
             output.problem = f'3D fields unset: {" and ".join(problems)} (2D outputs are published)'
             return
         k, width, height = info

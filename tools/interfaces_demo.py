@@ -151,7 +151,8 @@ def client(namespace):
 
     listed = call(node, node.create_client(ListObjects, 'list_objects'), ListObjects.Request())
     print(f'<-- ListObjects: {[(p.object_id, p.object_name, p.text) for p in listed.objects]}')
-    removed = call(node, node.create_client(RemoveObject, 'remove_object'), RemoveObject.Request(object_id=reply.object_id))
+    removed = call(node, node.create_client(RemoveObject, 'remove_object'),
+                   RemoveObject.Request(object_id=reply.object_id))
     print(f'<-- RemoveObject({reply.object_id}): success={removed.success}')
     node.destroy_node()
     rclpy.shutdown()

@@ -17,7 +17,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     'train': ('seem_ros.training.train', 'train a small SEEM on procedural scenes (CPU)'),
     'export': ('seem_ros.cli.export', 'export verified fixed-shape ONNX graphs for onnxruntime / TensorRT'),
     'demo': ('seem_ros.replay.demo', 'the product end to end: generate a scene bag, replay it with the shipped model'),
-    'replay': ('seem_ros.replay.offline', 'run a rosbag2 through the node\'s pipeline (offline or --live) and record outputs'),
+    'replay': ('seem_ros.replay.offline',
+               'run a rosbag2 through the node\'s pipeline (offline or --live) and record outputs'),
 }
 
 

@@ -123,7 +123,7 @@ def build_parser(parser=None):
 def _negative_mask_owners(argv):
     """Index of the --mask-prompt each --negative-mask follows (argparse loses the order)."""
     owners, seen = [], -1
-    for i, tok in enumerate(argv):
+    for tok in argv:
         flag = tok.split('=', 1)[0]
         if flag == '--mask-prompt':
             seen += 1

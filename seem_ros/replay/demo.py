@@ -22,6 +22,7 @@ import sys
 import time
 from argparse import Namespace
 from pathlib import Path
+from typing import Dict, Tuple
 
 import numpy as np
 from tqdm import tqdm
@@ -86,8 +87,8 @@ def quality(bag: Path, output: Path) -> list:
     from ..msg import TrackedObjectArray
     gt = read_ground_truth(bag)
     index = {f['stamp_ns']: f['index'] for f in gt.meta['frames']}
-    masks = {}    # (frame, object name) -> mask
-    ids = {}      # object name -> id
+    masks: Dict[Tuple[int, str], np.ndarray] = {}    # (frame, object name) -> mask
+    ids: Dict[str, int] = {}                          # object name -> id
     with BagReader(output) as reader:
         for msg in reader.messages(['/seem/objects']):
             arr = deserialize_message(msg.data, TrackedObjectArray)

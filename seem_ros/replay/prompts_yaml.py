@@ -71,6 +71,7 @@ class PromptEvent:
         """True when the event applies to image ``frame_index`` (or an earlier one)."""
         if self.frame is not None:
             return frame_index >= self.frame
+        assert self.time_s is not None        # an event has a frame or a time
         return stamp_ns - first_stamp_ns >= round(self.time_s * 1e9)
 
 
@@ -209,7 +210,8 @@ def describe(events: Sequence[PromptEvent]) -> List[str]:
         p = e.prompt
         parts = [f"text '{p.text}'"] if p.text else []
         parts += [f'{n} {k}{"s" if n > 1 else ""}' for k, n in (
-            ('click', int(np.count_nonzero(p.point_labels))), ('negative click', int(np.count_nonzero(~p.point_labels))),
+            ('click', int(np.count_nonzero(p.point_labels))),
+            ('negative click', int(np.count_nonzero(~p.point_labels))),
             ('box', len(p.boxes)), ('scribble', len(p.scribbles)), ('polygon', len(p.polygons))) if n]
         parts += [k for k, v in (('mask', p.mask), ('negative mask', p.negative_mask), ('referring patch', p.reference))
                   if v is not None]

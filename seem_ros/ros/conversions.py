@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import array
 import io
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Literal, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -69,7 +69,7 @@ def image_to_numpy(msg: Image, limits: InputLimits = InputLimits()) -> np.ndarra
         raise ImageError(f'truncated image data: {data.size} bytes for {w}x{h} with step {step} '
                          f'(needs {step * (h - 1) + row})')
     rows = np.lib.stride_tricks.as_strided(data, (h, row), (step, 1))
-    order = '>' if msg.is_bigendian else '<'
+    order: Literal['>', '<'] = '>' if msg.is_bigendian else '<'
     pixels = np.ascontiguousarray(rows).view(np.dtype(dtype).newbyteorder(order)).astype(dtype, copy=False)
     return pixels.reshape((h, w, channels) if channels > 1 else (h, w))
 
@@ -217,11 +217,13 @@ def prompt_from_msg(msg: Prompt, limits: InputLimits = InputLimits()) -> Tuple[O
     labels = np.array(msg.point_labels, bool) if len(msg.point_labels) else np.ones(len(points), bool)
     if len(labels) != len(points):
         raise PromptError(f'{len(points)} points but {len(labels)} point_labels')
-    scribbles, polygons = [], []
+    scribbles: List[np.ndarray] = []
+    polygons: List[np.ndarray] = []
     for i, line in enumerate(msg.scribbles):
         xy = np.array([[p.x, p.y] for p in line.points], np.float64).reshape(-1, 2)
         if len(xy) < (3 if line.closed else 1):
-            raise PromptError(f'scribble {i} has {len(xy)} points; a {"polygon needs 3" if line.closed else "stroke needs 1"}')
+            raise PromptError(f'scribble {i} has {len(xy)} points; '
+                              f'a {"polygon needs 3" if line.closed else "stroke needs 1"}')
         (polygons if line.closed else scribbles).append(check_coordinates(xy, f'scribbles[{i}].points', 2,
                                                                           limits.max_prompt_points))
     reference = None
@@ -290,7 +292,8 @@ def result_to_msg(result: FrameResult, header: Header,
             prompt_name=obj.origin.name if obj.origin is not None else '',
             bbox=BoundingBox2D(x_min=float(x0), y_min=float(y0), x_max=float(x1), y_max=float(y1)),
             mask_x_offset=compact.x_offset, mask_y_offset=compact.y_offset,
-            mask_width=compact.width, mask_height=compact.height, mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes()),
+            mask_width=compact.width, mask_height=compact.height,
+            mask_rle=array.array('I', compact.counts.astype(np.uint32).tobytes()),
             **position_fields(geometries[i] if geometries is not None else None)))
     return TrackedObjectArray(header=header, image_width=w, image_height=h, objects=objects)
 
@@ -303,7 +306,9 @@ def output_messages(output: SessionOutput, header: Header, keys: Sequence[str]) 
     ids, geometries = [o.id for o, _ in placed], [g for _, g in placed]
     build = {'objects': lambda: result_to_msg(result, header, output.geometries),
              'label_image': lambda: numpy_to_image(result.label_image, 'mono16', header),
-             'overlay': lambda: numpy_to_image(result.overlay, 'rgb8', header),
              'points': lambda: point_cloud(header, geometries, ids),
              'markers': lambda: box_markers(header, geometries, ids, [o.label for o, _ in placed])}
+    if result.overlay is not None:
+        overlay = result.overlay
+        build['overlay'] = lambda: numpy_to_image(overlay, 'rgb8', header)
     return {key: build[key]() for key in keys if key != 'overlay' or result.overlay is not None}

@@ -84,7 +84,7 @@ class EntryGuard:
 
     def report(self, entry: str, exc: BaseException) -> str:
         """Log (throttled) and count an unexpected exception of ``entry``; returns the reason."""
-        reason = f'{type(exc).__name__}: {clip_text(exc)}'
+        reason = f'{type(exc).__name__}: {clip_text(str(exc))}'
         with self._lock:
             self.errors[entry] += 1
             self.last_error = f'{entry}: {reason}'
@@ -106,7 +106,7 @@ class EntryGuard:
                 reason = self.report(entry, exc)
                 return failed(reason, *args) if failed is not None else None
 
-        guarded.__guarded__ = True
+        guarded.__guarded__ = True  # type: ignore[attr-defined]  # a function attribute, unknown to mypy
         return guarded
 
     def total(self) -> int:

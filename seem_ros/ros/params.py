@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import Any, Mapping, Tuple
+from typing import Any, Dict, Mapping, Tuple
 
 from rcl_interfaces.msg import ParameterDescriptor
 
@@ -92,7 +92,8 @@ class SeemParams:
         for name in ('pipeline__score_threshold', 'tracking__min_confidence', 'tracking__reid_similarity'):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f'{ros_name(name)} must be in [0, 1], got {getattr(self, name)}')
-        for name in ('tracking__lost_timeout', 'tracking__everything__lost_timeout', 'tracking__everything__max_misses'):
+        for name in ('tracking__lost_timeout', 'tracking__everything__lost_timeout',
+                     'tracking__everything__max_misses'):
             if not getattr(self, name) >= 0:
                 raise ValueError(f'{ros_name(name)} must be >= 0, got {getattr(self, name)}')
         if self.tracking__everything__min_hits < 1:
@@ -105,7 +106,7 @@ class SeemParams:
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> 'SeemParams':
         """Build from ``{ros_name: value}``; missing names keep their defaults."""
-        kwargs = {}
+        kwargs: Dict[str, Any] = {}
         for f in fields(cls):
             name = ros_name(f.name)
             if name in values:

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from typing import Optional
+from typing import Optional, Tuple
 
 import numpy as np
 import rclpy
@@ -34,7 +34,7 @@ from std_msgs.msg import Header, String
 
 from ..geometry.ros_outputs import MARKERS_AVAILABLE, MarkerArray
 from ..msg import Prompt, TrackedObjectArray
-from ..pipeline import IdPool, LatestFrameWorker, Pipeline
+from ..pipeline import Frame, IdPool, LatestFrameWorker, Pipeline
 from ..prompts import InputLimits, ObjectPrompt, PromptError
 from ..session import LoadError, Session, SessionOutput, load_session
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
@@ -153,6 +153,7 @@ class SeemNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to images and prompts and start the inference worker."""
         p = self.params
+        assert p is not None                 # set by on_configure
         image_qos = QoSProfile(depth=p.qos__depth, reliability=ReliabilityPolicy.BEST_EFFORT
                                if p.qos__reliability == 'best_effort' else ReliabilityPolicy.RELIABLE)
         self._worker = LatestFrameWorker(self._infer, self._on_worker_error)
@@ -304,7 +305,7 @@ class SeemNode(LifecycleNode):
             self._stats['last_image'] = time.monotonic()
         worker.submit((session, frame, time.perf_counter()))
 
-    def _infer(self, item) -> None:
+    def _infer(self, item: Tuple[Session, Frame, float]) -> None:
         """Worker: process the frame in its session, publish every output with the image header.
 
         The job keeps the session, parameters and publishers it started with (deactivate waits
@@ -345,6 +346,7 @@ class SeemNode(LifecycleNode):
             pubs[key].publish(msg)
 
     def _on_worker_error(self, exc: BaseException) -> None:
+        assert self._guard is not None        # made in __init__
         reason = self._guard.report('inference of an image', exc)
         with self._lock:
             self._stats['inference_errors'] += 1
@@ -458,8 +460,8 @@ class SeemNode(LifecycleNode):
     def _reset_stats(self) -> None:
         with self._lock:
             self._stats = dict(received=0, processed=0, input_errors=0, inference_errors=0, latency_ms=0.0,
-                               latency_sum_ms=0.0, timings={}, objects=0, last_image=None, last_error='', dropped_earlier=0,
-                               prompts_rejected=0, parameters_rejected=0)
+                               latency_sum_ms=0.0, timings={}, objects=0, last_image=None, last_error='',
+                               dropped_earlier=0, prompts_rejected=0, parameters_rejected=0)
             self._inputs = {name: InputStats() for name in ('image', 'depth', 'depth/camera_info')}
 
     def _publish_diagnostics(self) -> None:
@@ -467,6 +469,7 @@ class SeemNode(LifecycleNode):
         if params is None or session is None:
             return
         pipeline = session.pipeline
+        assert self._guard is not None        # made in __init__
         with self._lock:
             s = dict(self._stats)
         dropped = s['dropped_earlier'] + (worker.dropped if worker is not None else 0)
@@ -538,7 +541,7 @@ def main(args=None) -> int:
             raise
     finally:
         if node is not None:
-            node.on_shutdown(None)
+            node.on_shutdown(None)  # type: ignore[arg-type]  # outside a transition there is no state; rclpy ignores it
             node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 from abc import ABC, abstractmethod
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Set
 
 import torch
 
@@ -92,7 +92,7 @@ class Backend(ABC):
         """The SEEM decoder on ``features`` (batch 1); arguments and output keys as
         :meth:`SeemDecoder.forward` (without ``return_steps``)."""
 
-    def prepare(self, padded_size) -> None:
+    def prepare(self, padded_size) -> None:  # noqa: B027 - an optional hook: the default is to do nothing
         """Load (or build) everything needed for images of ``padded_size`` (Hp, Wp) now rather than
         on the first frame. The default does nothing."""
 
@@ -174,7 +174,7 @@ class Backend(ABC):
         return f'{self.name} on {self.device}'
 
 
-_logged = set()
+_logged: Set[str] = set()
 
 
 def _log_once(level: int, message: str) -> None:

@@ -257,7 +257,8 @@ class _CastIO(nn.Module):
         self.inner = inner
 
     def forward(self, *args):
-        return tree_map(_to(torch.float16, torch.float32), self.inner(*tree_map(_to(torch.float32, torch.float16), args)))
+        outputs = self.inner(*tree_map(_to(torch.float32, torch.float16), args))
+        return tree_map(_to(torch.float16, torch.float32), outputs)
 
 
 def _to(src: torch.dtype, dst: torch.dtype) -> Callable:
@@ -313,7 +314,8 @@ class ExportConfig:
             raise ValueError('p_max and t_max must be >= 1')
         return cls(variant=variant, version=decoder.version, hidden_dim=decoder.class_embed.shape[1],
                    num_queries=decoder.num_queries, context_length=model.lang_encoder.context_length,
-                   logit_scale=float(model.lang_encoder.logit_scale.detach()), max_spatial_points=decoder.max_spatial_points,
+                   logit_scale=float(model.lang_encoder.logit_scale.detach()),
+                   max_spatial_points=decoder.max_spatial_points,
                    size_divisibility=model.size_divisibility, p_max=1 if decoder.version == 'v0' else int(p_max),
                    t_max=int(t_max), n_max=int(n_max or 2 * decoder.max_spatial_points + REFERENCE_POINTS),
                    checkpoint_sha256=checkpoint_sha256)
@@ -333,7 +335,10 @@ def padded_size(height: int, width: int, *, short_side: int = 512, divisor: int 
 
 def graph_name(kind: str, size: Optional[Tuple[int, int]], precision: str) -> str:
     """Manifest key and file stem, e.g. ``encoder-512x704.fp16`` or ``text.fp32``."""
-    return f'{kind}.{precision}' if kind == 'text' else f'{kind}-{size[0]}x{size[1]}.{precision}'
+    if kind == 'text':
+        return f'{kind}.{precision}'
+    assert size is not None           # every graph but 'text' is exported for one image size
+    return f'{kind}-{size[0]}x{size[1]}.{precision}'
 
 
 def interface(kind: str, cfg: ExportConfig, size: Optional[Tuple[int, int]]) -> Dict[str, List[dict]]:
@@ -346,6 +351,7 @@ def interface(kind: str, cfg: ExportConfig, size: Optional[Tuple[int, int]]) -> 
     if kind == 'text':
         return {'inputs': [spec('input_ids', ('B', 'L'), 'int64')],
                 'outputs': [spec('token_emb', ('B', 'L', c)), spec('class_emb', ('B', c))]}
+    assert size is not None           # every graph but 'text' is exported for one image size
     hp, wp = size
     h4, w4 = hp // 4, wp // 4
     features = [spec('mask_features', (1, c, h4, w4)), spec('multi_scale_0', (1, c, hp // 32, wp // 32)),
@@ -359,7 +365,8 @@ def interface(kind: str, cfg: ExportConfig, size: Optional[Tuple[int, int]]) -> 
                 'outputs': [spec('spatial_tokens', (3, n, c)), spec('pos_mean', (p, c)), spec('neg_mean', (p, c))]}
     inputs = features + [spec('grounding_tokens', (1, t, c)), spec('grounding_valid', (1, t), 'bool'),
                          spec('spatial_tokens', (3, n, c)), spec('token_prompt', (n,), 'int64'),
-                         spec('token_valid', (n,), 'bool'), spec('pos_mean', (p, c)), spec('prompt_valid', (p,), 'bool')]
+                         spec('token_valid', (n,), 'bool'), spec('pos_mean', (p, c)),
+                         spec('prompt_valid', (p,), 'bool')]
     if kind == 'decoder_memory':
         inputs.append(spec('memory_mask', (1, p, h4, w4)))
     elif kind != 'decoder':
@@ -427,10 +434,11 @@ def probe_points(cfg: ExportConfig, size: Tuple[int, int]) -> Dict[str, torch.Te
 def probe_feeds(kind: str, cfg: ExportConfig, size: Optional[Tuple[int, int]], run: Runner) -> Dict[str, torch.Tensor]:
     """Deterministic inputs of graph ``kind``; ``run(kind, feeds)`` evaluates upstream graphs
     (encoder features for the prompt encoder and decoders, prompt tokens for decoders)."""
-    if kind == 'encoder':
-        return {'image': probe_image(size)}
     if kind == 'text':
         return {'input_ids': probe_text_ids()}
+    assert size is not None           # every graph but 'text' is exported for one image size
+    if kind == 'encoder':
+        return {'image': probe_image(size)}
     features = run('encoder', {'image': probe_image(size)})
     points = probe_points(cfg, size)
     if kind == 'prompt_encoder':
@@ -438,9 +446,11 @@ def probe_feeds(kind: str, cfg: ExportConfig, size: Optional[Tuple[int, int]], r
     spatial = run('prompt_encoder', {**features, **points})
     generator = torch.Generator().manual_seed(99)
     tokens = torch.randn(1, cfg.t_max, cfg.hidden_dim, generator=generator)
-    feeds = {**features, 'grounding_tokens': tokens, 'grounding_valid': torch.arange(cfg.t_max)[None] < min(7, cfg.t_max),
+    feeds = {**features, 'grounding_tokens': tokens,
+             'grounding_valid': torch.arange(cfg.t_max)[None] < min(7, cfg.t_max),
              'spatial_tokens': spatial['spatial_tokens'],
-             'token_prompt': points['point_prompt'] if cfg.version == 'v1' else torch.zeros_like(points['point_prompt']),
+             'token_prompt': (points['point_prompt'] if cfg.version == 'v1'
+                              else torch.zeros_like(points['point_prompt'])),
              'token_valid': points['point_valid'], 'pos_mean': spatial['pos_mean'],
              'prompt_valid': points['prompt_valid']}
     if kind == 'decoder_memory':
@@ -527,7 +537,7 @@ def _check_static(model_proto, spec: Dict[str, List[dict]]) -> None:
 def _export_onnx(module: nn.Module, args: tuple, path: Path, spec: Dict[str, List[dict]], opset: int) -> None:
     """torch.onnx (dynamo) export to ``path``; the exporter's chatter is kept off the console."""
     input_names = [i['name'] for i in spec['inputs']]
-    dynamic = None
+    dynamic: Optional[tuple] = None
     if any(isinstance(d, str) for i in spec['inputs'] for d in i['shape']):
         batch = torch.export.Dim('batch', min=1, max=TEXT_MAX_BATCH)
         length = torch.export.Dim('length', min=2, max=77)
@@ -585,9 +595,9 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
         probes.append({'input_ids': probe_text_ids(batch=2, length=12)})
     order = [i['name'] for i in spec['inputs']]
     module = apply_recipe(graph_module(kind, model), precision)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f'.{name}.', suffix='.onnx.tmp')
+    fd, tmp_name = tempfile.mkstemp(dir=out_dir, prefix=f'.{name}.', suffix='.onnx.tmp')
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(tmp_name)
     try:
         _export_onnx(module, tuple(probes[0][k] for k in order), tmp, spec, opset)
         proto = onnx.load(str(tmp))
@@ -620,7 +630,8 @@ def export_graph(model: SeemModel, cfg: ExportConfig, kind: str, size: Optional[
 def _update_manifest(out_dir: Path, cfg: ExportConfig, name: str, entry: dict) -> None:
     check_compatible(out_dir, cfg)
     path = out_dir / MANIFEST
-    manifest = read_manifest(out_dir) if path.is_file() else {'format': FORMAT, 'config': dict(cfg.__dict__), 'graphs': {}}
+    manifest: dict = (read_manifest(out_dir) if path.is_file()
+                else {'format': FORMAT, 'config': dict(cfg.__dict__), 'graphs': {}})
     manifest['graphs'][name] = entry
     _write_json_atomic(path, manifest)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
@@ -146,8 +146,9 @@ class GraphBackend(Backend):
                  'point_valid': _pad(points.valid, self.n_max), 'prompt_valid': _pad(prompt_valid, self.p_max)}
         out = self._call('prompt_encoder', features.padded_size, feeds)
         token_prompt = points.prompt if self.version == 'v1' else torch.zeros_like(points.prompt)
-        return SpatialPrompts(out['spatial_tokens'][:, :count], token_prompt.to(self.device), points.valid.to(self.device),
-                              out['pos_mean'][:slots], out['neg_mean'][:slots], prompt_valid.to(self.device))
+        return SpatialPrompts(out['spatial_tokens'][:, :count], token_prompt.to(self.device),
+                              points.valid.to(self.device), out['pos_mean'][:slots], out['neg_mean'][:slots],
+                              prompt_valid.to(self.device))
 
     def decode(self, features: ImageFeatures, *, text_embeddings=None, grounding_tokens=None, grounding_padding=None,
                spatial: Optional[SpatialPrompts] = None, prev_mask=None) -> dict:
@@ -155,7 +156,8 @@ class GraphBackend(Backend):
         feeds = self._features(features)
         if grounding_tokens is not None:
             if grounding_tokens.shape[0] != 1 or grounding_tokens.shape[1] > self.t_max:
-                raise ValueError(f'grounding tokens {tuple(grounding_tokens.shape)} exceed the exported (1, {self.t_max})')
+                raise ValueError(f'grounding tokens {tuple(grounding_tokens.shape)} exceed the exported '
+                                 f'(1, {self.t_max})')
             valid = (torch.ones(grounding_tokens.shape[:2], dtype=torch.bool, device=dev) if grounding_padding is None
                      else ~grounding_padding.to(dev))
             feeds['grounding_tokens'] = _pad(grounding_tokens.to(dev, torch.float32), self.t_max, 1)
@@ -206,7 +208,6 @@ class GraphBackend(Backend):
 
 def _cuda_provider_works(ort, device: torch.device) -> Optional[str]:
     """None when onnxruntime's CUDA provider loads on ``device``, else the reason it does not."""
-    import onnx
     from onnx import TensorProto, helper
     graph = helper.make_graph([helper.make_node('Identity', ['x'], ['y'])], 'probe',
                               [helper.make_tensor_value_info('x', TensorProto.FLOAT, [1])],
@@ -214,7 +215,7 @@ def _cuda_provider_works(ort, device: torch.device) -> Optional[str]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
     model.ir_version = min(model.ir_version, 10)
     try:
-        session = ort.InferenceSession(onnx.SerializeToString(model), providers=[
+        session = ort.InferenceSession(model.SerializeToString(), providers=[
             ('CUDAExecutionProvider', {'device_id': device.index or 0}), 'CPUExecutionProvider'])
     except Exception as exc:  # provider libraries missing or broken
         return f'CUDAExecutionProvider failed to load: {exc}'
@@ -255,7 +256,7 @@ class OnnxRuntimeBackend(GraphBackend):
         self.options = ort.SessionOptions()
         self.options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.options.intra_op_num_threads = int(threads)
-        self._sessions = {}
+        self._sessions: Dict[str, Any] = {}    # name -> onnxruntime.InferenceSession
 
     def _load(self, name: str) -> None:
         if name not in self._sessions:

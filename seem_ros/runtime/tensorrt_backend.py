@@ -314,7 +314,7 @@ class TensorRTBackend(GraphBackend):
         if digest != entry['sha256']:
             raise RuntimeError(f'{self._path(name)} changed after export (sha256 differs from manifest.json); '
                                're-run seem-ros export')
-        profiles = ()
+        profiles: tuple = ()
         if entry['kind'] == 'text':
             (b0, l0), (b1, l1), (b2, l2) = TEXT_PROFILE
             profiles = (('input_ids', (b0, l0), (b1, l1), (b2, l2)),)

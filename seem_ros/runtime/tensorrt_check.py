@@ -35,9 +35,12 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Dict, FrozenSet, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
+
+if TYPE_CHECKING:                   # onnx is imported where it is needed
+    from onnx import NodeProto
 
 from .export import ExportParityError
 
@@ -165,9 +168,9 @@ class _Graphs:
         self.type_name = {v: k for k, v in TensorProto.DataType.items()}
         self.types: Dict[str, str] = {}
         self.shapes: Dict[str, Optional[List[Optional[int]]]] = {}
-        self.const: Dict[str, object] = {}           # name -> TensorProto or python value (Constant attrs)
-        self.producer: Dict[str, object] = {}
-        self.consumers: Dict[str, List[Tuple[object, int]]] = {}
+        self.const: Dict[str, Any] = {}              # name -> TensorProto or python value (Constant attrs)
+        self.producer: Dict[str, NodeProto] = {}
+        self.consumers: Dict[str, List[Tuple[NodeProto, int]]] = {}
         self.graphs = list(_walk(inferred.graph))
         self.nodes = [node for graph in self.graphs for node in graph.node]
         for graph in self.graphs:
@@ -431,11 +434,11 @@ def _check_profile(facts: _Graphs, prof: Profile, warnings: list,
             continue
         allowed = prof.ops[op]
         if allowed:
-            bad = {}
+            bad: Dict[str, List[str]] = {}
             for name in _data_tensors(node, facts.opset):
-                type_name = facts.types.get(name)
-                if type_name is not None and type_name not in allowed and type_name not in prof.narrowed:
-                    bad.setdefault(type_name, []).append(repr(name))
+                data_type = facts.types.get(name)
+                if data_type is not None and data_type not in allowed and data_type not in prof.narrowed:
+                    bad.setdefault(data_type, []).append(repr(name))
             for type_name, names in bad.items():
                 (types_out if types_out is not None else warnings).append(
                     (op, node.name, f'{type_name} data ({", ".join(dict.fromkeys(names))}) is not in its Supported '

@@ -146,6 +146,7 @@ class Trainer:
 
     def _encode_reference(self, example: Example, generator: torch.Generator):
         """Encode the example's referring patch on its own image, as the predictor does."""
+        assert example.reference is not None   # called for examples with a referring patch
         patch = example.reference[1]
         image = resize_short_side(patch.image, self.short_side)
         tensor, valid = normalize_and_pad(image, self.model.size_divisibility)
@@ -323,14 +324,14 @@ def main(argv=None) -> int:
             for group in optimizer.param_groups:
                 group['lr'] = learning_rate(step, args.steps, args.lr)
             parts = trainer.loss(examples, *step_random(args.seed, step))
-            loss = sum(parts.values())
+            loss = sum(parts.values(), torch.tensor(0.0))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             step += 1
-            for key, value in parts.items():
-                value = value.item()
+            for key, part in parts.items():
+                value = part.item()
                 running[key] = 0.95 * running.get(key, value) + 0.05 * value
             bar.set_postfix({k: f'{v:.3f}' for k, v in running.items()}, refresh=False)
             bar.update()

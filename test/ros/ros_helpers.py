@@ -64,7 +64,8 @@ class PythonProcess:
         line = ''
         while line != 'ready\n':
             remaining = deadline - time.monotonic()
-            if self.proc.poll() is not None or remaining <= 0 or not select.select([self.proc.stdout], [], [], remaining)[0]:
+            if (self.proc.poll() is not None or remaining <= 0
+                    or not select.select([self.proc.stdout], [], [], remaining)[0]):
                 self.stop()
                 raise AssertionError(f'{script} did not get ready (exit code {self.proc.returncode}):\n{self.log()}')
             line = self.proc.stdout.readline()

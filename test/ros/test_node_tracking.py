@@ -4,8 +4,8 @@ The node runs as users run it, with ``models/seem_tiny.pt`` (trained on generate
 module is skipped when the file is missing) and ``depth.enabled``, on each backend: eager torch,
 and onnxruntime over the graphs exported for the camera size (export cache, made on first use).
 A generated bag (:mod:`seem_ros.scenes` scenario 'demo', held-out seed 0, 640x480 camera images,
-32 frames, aligned 16UC1 depth with its CameraInfo) is replayed through it in lockstep: the depth, its CameraInfo and the image
-of a frame are published when the previous image's outputs have come back, and the bag's
+32 frames, aligned 16UC1 depth with its CameraInfo) is replayed through it in lockstep: the depth, its
+CameraInfo and the image of a frame are published when the previous image's outputs have come back, and the bag's
 prompts (text, click, box, referring patch) right after the image they refer to. In the bag, B
 passes behind occluder A and C leaves the image and comes back. The outputs are compared with
 the bag's ground truth (id maps, 3D centroids). Around the replay, images rendered from the same
@@ -285,7 +285,8 @@ def test_bag_replay_keeps_ids_through_occlusion_and_exit_with_3d(client, seem, b
         px = [next(o['visible_px'] for o in f['objects'] if o['id'] == g) for f in frames]
         gone = px.index(0) if 0 in px else N
         back = next((k for k in range(gone, N) if px[k] >= VISIBLE_PX), N)
-        missed = [k for k in range(first[g], N) if px[k] >= VISIBLE_PX and g not in seen[k] and not back <= k < back + 3]
+        missed = [k for k in range(first[g], N)
+                  if px[k] >= VISIBLE_PX and g not in seen[k] and not back <= k < back + 3]
         assert not missed, f'object {g} not found on frames {missed} (gone at {gone}, back at {back}):\n{report}'
     for g in (OCCLUDED, EXITS):
         assert 0 in [next(o['visible_px'] for o in f['objects'] if o['id'] == g) for f in frames], \

@@ -201,7 +201,8 @@ def test_result_to_msg_fills_the_3d_fields():
     h, w = 4, 4
     mask = np.ones((h, w), bool)
     result = FrameResult(Frame(np.zeros((h, w, 3), np.uint8), 1, 'cam'),
-                         [TrackOutput(i, TrackState.TRACKED, 'x', 0.9, mask, (0.0, 0.0, 4.0, 4.0), 1) for i in (1, 2, 3)],
+                         [TrackOutput(i, TrackState.TRACKED, 'x', 0.9, mask, (0.0, 0.0, 4.0, 4.0), 1)
+                          for i in (1, 2, 3)],
                          np.ones((h, w), np.uint16), None, {})
     good = ObjectGeometry(np.array([0.1, -0.2, 1.5]), np.array([0.2, 0.3, 0.1]), np.array([0.1, -0.2, 1.5]), 40, True)
     empty = ObjectGeometry(np.full(3, np.nan), np.full(3, np.nan), np.full(3, np.nan), 0, False)

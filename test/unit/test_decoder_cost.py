@@ -98,7 +98,8 @@ def reference_forward(decoder, ms, mf, grounding_tokens=None, grounding_padding=
         level = i % 3
         blocked = pred['attn_mask']
         if prev_mask is not None:
-            blocked = torch.cat([blocked[:, :num_q], decoder.cross_attention_memory_mask(prev_mask, sizes[level], owner)], 1)
+            memory = decoder.cross_attention_memory_mask(prev_mask, sizes[level], owner)
+            blocked = torch.cat([blocked[:, :num_q], memory], 1)
         blocked = blocked & ~blocked.all(-1, keepdim=True)
         x = cross.norm(x + reference_attention(cross.multihead_attn, x + qpos, srcs[level] + poss[level], srcs[level],
                                                blocked))
@@ -113,8 +114,8 @@ def reference_forward(decoder, ms, mf, grounding_tokens=None, grounding_padding=
         seq.append(x[:, num_q:])
         seq_pos.append(qpos[:, num_q:])
         seq, q = torch.cat(seq, 1), torch.cat(seq, 1) + torch.cat(seq_pos, 1)
-        seq = decoder.transformer_ffn_layers[i](self_layer.norm(seq + reference_attention(self_layer.self_attn, q, q, seq,
-                                                                                         self_blocked)))
+        attended = reference_attention(self_layer.self_attn, q, q, seq, self_blocked)
+        seq = decoder.transformer_ffn_layers[i](self_layer.norm(seq + attended))
         if tokens_g is not None:
             tokens_g = seq[:, rows['grounding_tokens']]
         x = torch.cat([seq[:, :num_q], seq[:, length - (x.shape[1] - num_q):]], 1)

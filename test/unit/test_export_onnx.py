@@ -218,7 +218,8 @@ def test_v0_graphs_match_torch(tmp_path):
     image = ex.probe_image(SIZE)
     want_f, got_f = torch_backend.encode_image(image), ort_backend.encode_image(image)
     pos, neg = prompt_masks()
-    want_s, got_s = torch_backend.encode_prompts(want_f, pos[:1], neg[:1]), ort_backend.encode_prompts(got_f, pos[:1], neg[:1])
+    want_s = torch_backend.encode_prompts(want_f, pos[:1], neg[:1])
+    got_s = ort_backend.encode_prompts(got_f, pos[:1], neg[:1])
     assert_outputs_close(ort_backend.decode(got_f, spatial=got_s), torch_backend.decode(want_f, spatial=want_s))
 
 
