@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 # A sourced ROS installation would shadow the venv's ROS packages.
 unexport PYTHONPATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH
 
-.PHONY: setup demo test constraints clean
+.PHONY: setup demo lint test constraints clean
 setup: $(STAMP)
 
 $(STAMP): $(SETUP_INPUTS)
@@ -23,7 +23,12 @@ $(STAMP): $(SETUP_INPUTS)
 demo: $(STAMP)
 	$(DEMO)
 
-test: $(STAMP)
+# Lint (ruff) and type checks (mypy on seem_ros/), with their settings in pyproject.toml.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
 	$(PY) -m pytest test $(PYTEST_ARGS)
 
 # After changing a pin in requirements*.txt: set up without the old constraints, then freeze the
