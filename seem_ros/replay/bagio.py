@@ -125,6 +125,11 @@ def _decompress(data: bytes, compression: str, size: int, crc: int) -> bytes:
     return raw
 
 
+def _where(pos) -> str:
+    """'byte N' for a file offset, else the description given (e.g. a place inside a chunk)."""
+    return f'byte {pos}' if isinstance(pos, int) else str(pos)
+
+
 class _McapFile:
     """Records of one MCAP file: schemas, channels, and the chunks (or loose messages) in the data
     section, found by walking the top-level records up to the footer or the first damage."""
@@ -212,8 +217,9 @@ class _McapFile:
                     return
             pos += 9 + length
 
-    def _definition(self, op: int, rec: memoryview, pos: int) -> None:
-        """Register a schema (0x03) or channel (0x04) record."""
+    def _definition(self, op: int, rec: memoryview, pos) -> None:
+        """Register a schema (0x03) or channel (0x04) record found at ``pos`` (a byte offset, or
+        where in a chunk, for the damage message)."""
         try:
             (key,) = _U16.unpack_from(rec, 0)
             if op == 0x03:
@@ -227,7 +233,7 @@ class _McapFile:
                 encoding, _ = _string(rec, p)
                 self.channels[key] = (topic, schema, encoding)
         except struct.error as exc:
-            raise _Damage(f'{"schema" if op == 0x03 else "channel"} record at byte {pos} is cut short') from exc
+            raise _Damage(f'{"schema" if op == 0x03 else "channel"} record at {_where(pos)} is cut short') from exc
 
     def _chunk_definitions(self, pos: int) -> bool:
         """Register the schemas and channels inside the chunk at ``pos``; False at damage."""
@@ -770,11 +776,13 @@ class BagWriter:
         self._store = package_typestore()
         self._lock = threading.Lock()
         self._connections: dict = {}
-        self._writer = _Writer(self.path, version=9, storage_plugin=STORAGES[storage])
+        self._writer: Optional[_Writer] = _Writer(self.path, version=9, storage_plugin=STORAGES[storage])
         self._writer.open()
 
     def write(self, topic: str, msgtype: str, log_time_ns: int, data: bytes) -> None:
         with self._lock:
+            if self._writer is None:
+                raise BagError(f'{self.path}: the output bag is closed')
             conn = self._connections.get(topic)
             if conn is None:
                 conn = self._connections[topic] = self._writer.add_connection(

@@ -28,6 +28,7 @@ played and recorded.
 """
 from __future__ import annotations
 
+import functools
 import importlib
 import shutil
 import sys
@@ -152,7 +153,8 @@ class LiveReplay:
         self._published_at: Dict[int, float] = {}     # image header stamp -> wall time published
         self._frame_index: Dict[int, int] = {}        # image header stamp -> index of the image in the bag
         self._outputs: Dict[int, float] = {}          # header stamp -> wall time its objects arrived
-        self._bag_zero = self._wall_zero = None
+        self._bag_zero: Optional[int] = None         # log time of the first message played
+        self._wall_zero = 0.0                          # monotonic time it was played
         self._last_clock = -1
 
     # ---------------------------------------------------------------- setup
@@ -197,7 +199,7 @@ class LiveReplay:
             for key, msgtype in RECORDED:
                 topic = f'{self.node_name}/{key}'
                 subs[key] = node.create_subscription(
-                    message_class(msgtype), topic, lambda data, k=key, t=topic, m=msgtype: self._record(k, t, m, data),
+                    message_class(msgtype), topic, functools.partial(self._record, key, topic, msgtype),
                     QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE), raw=True)
             spinner.start()
             self._wait_for_node(plan, subs['objects'])
@@ -270,9 +272,11 @@ class LiveReplay:
             return
         self._last_clock = bag_ns
         from builtin_interfaces.msg import Time
-        self._clock_pub.publish(self._clock_msg(clock=Time(sec=bag_ns // 1_000_000_000, nanosec=bag_ns % 1_000_000_000)))
+        self._clock_pub.publish(self._clock_msg(clock=Time(sec=bag_ns // 1_000_000_000,
+                                                           nanosec=bag_ns % 1_000_000_000)))
 
     def _sleep_until(self, log_time_ns: int) -> None:
+        assert self._bag_zero is not None                # set by the first message played
         target = self._wall_zero + (log_time_ns - self._bag_zero) * 1e-9 / self.rate
         period = 1.0 / self.clock_rate if self.clock_rate else 0.05
         while (left := target - time.monotonic()) > 0:
@@ -305,6 +309,7 @@ class LiveReplay:
             self.stats.frames_published += 1
             first_stamp = stamp if first_stamp is None else first_stamp
             for event in [e for e in self.events if e.due(index, stamp, first_stamp)]:
+                assert self._prompt_pub is not None          # created when there are events
                 self.events.remove(event)
                 self._prompt_pub.publish(conv.prompt_to_msg(event.prompt, 0, Header(stamp=conv.ns_to_stamp(stamp))))
                 topic = self._prompt_pub.topic_name

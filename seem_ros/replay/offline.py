@@ -2,9 +2,10 @@
 
 Offline (default), no ROS graph: the bag (MCAP or sqlite3) is read in log-time order and every
 image goes through the node's own core, a :class:`~seem_ros.session.Session` (prompt intake,
-depth pairing and 3D, outputs), and the node's message conversions, synchronously: each input image gives exactly one output of every kind, none is dropped.
-Prompts come from every ``seem_ros/msg/Prompt`` topic of the bag and/or a YAML script
-(:mod:`.prompts_yaml`); they are applied as the node applies them (a prompt refers to the buffered
+depth pairing and 3D, outputs), and the node's message conversions, synchronously: each input
+image gives exactly one output of every kind, none is dropped. Prompts come from every
+``seem_ros/msg/Prompt`` topic of the bag and/or a YAML script (:mod:`.prompts_yaml`); they are
+applied as the node applies them (a prompt refers to the buffered
 image with its header stamp). Outputs, with the input image's header, logged at the input image's
 log time: ``/seem/objects`` (TrackedObjectArray), ``/seem/label_image`` (mono16, pixel = id),
 optionally ``/seem/overlay`` (rgb8). With ``--depth-topic`` (an aligned 16UC1/32FC1 depth image and
@@ -32,7 +33,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import yaml
@@ -188,7 +189,8 @@ class ReplayStats:
         rate = self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
         lines.append(f'  wall time    {self.wall_s:.1f} s ({rate:.2f} frames/s)')
         if self.warnings:
-            lines.append(f'  warnings     {sum(self.warnings.values())} ({len(self.warnings)} distinct, printed once each)')
+            lines.append(f'  warnings     {sum(self.warnings.values())} ({len(self.warnings)} distinct, '
+                         'printed once each)')
         for cause, count in self.failed.items():
             lines.append(f'  FAILED       {count} frame{"s" * (count != 1)}: {cause}')
         if self.written:
@@ -205,8 +207,8 @@ class OverlayFiles:
 
     def __init__(self, video: Optional[Path], png_dir: Optional[Path], png_frames: Sequence[int]):
         self.video_path, self.png_dir, self.png_frames = video, png_dir, set(png_frames)
-        self._writer = None
-        self._first = None
+        self._writer: Optional[Any] = None                       # cv2.VideoWriter once the rate is known
+        self._first: Optional[Tuple[int, np.ndarray]] = None     # (stamp, BGR image) of the first frame
         self.frames = 0
         self.pngs: List[Path] = []
 
@@ -231,13 +233,15 @@ class OverlayFiles:
 
     def _open(self, fps: float, shape) -> None:
         import cv2
+        assert self.video_path is not None                        # only called with a video to write
         self.video_path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter_fourcc(*'mp4v'), min(max(fps, 1.0), 120.0),
-                                       (shape[1], shape[0]))
+        self._writer = cv2.VideoWriter(str(self.video_path), cv2.VideoWriter.fourcc(*'mp4v'),
+                                       min(max(fps, 1.0), 120.0), (shape[1], shape[0]))
         if not self._writer.isOpened():
             raise ReplayError(f'cannot write the video {self.video_path} (mp4v codec unavailable in OpenCV)')
 
     def _write(self, bgr: np.ndarray) -> None:
+        assert self._writer is not None
         self._writer.write(bgr)
         self.frames += 1
 
@@ -342,7 +346,8 @@ class Replay:
     def run(self, progress: Optional[tqdm] = None) -> ReplayStats:
         """Replay every frame; stops at the first damage or bad image (``stats.error``)."""
         start = time.monotonic()
-        pending = None      # (frame, index, log time): processed once every message of its log time is in
+        # (frame, index, log time): processed once every message of its log time is in
+        pending: Optional[Tuple[Frame, int, int]] = None
         topics = [self.image_topic, *self.prompt_topics]
         if self.depth is not None:
             topics += [self.depth.topic, self.depth.info_topic]
@@ -482,7 +487,7 @@ class Replay:
         for key, msg in self._conv.output_messages(output, header, self.outputs).items():
             topic, msgtype = OUTPUTS[key]
             self.writer.write(topic, msgtype, log_time_ns, self._serialize(msg))
-        if self.files is not None:
+        if self.files is not None and result.overlay is not None:      # drawn: the session was loaded so
             self.files.add(index, frame.stamp_ns, result.overlay)
         self.stats.add_result(index, result)
         if progress is not None:
@@ -628,7 +633,8 @@ def run_offline(args, events: Sequence[PromptEvent]) -> ReplayStats:
               file=sys.stderr)
         writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite,
                            qos=lambda _topic: [node_output_qos(params.qos__depth)])
-        replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics, events=events, outputs=outputs, files=files,
+        replay = Replay(reader, writer, session, image_topic=image_topic.name, prompt_topics=prompt_topics,
+                        events=events, outputs=outputs, files=files,
                         prompts_name=str(args.prompts) if args.prompts else 'YAML',
                         log=lambda line: print(line, file=sys.stderr), depth=depth)
         with tqdm(total=image_topic.count, desc='replay', unit='frames',

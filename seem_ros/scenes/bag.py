@@ -188,7 +188,7 @@ def _prompt_json(i: int, p: ScriptedPrompt, fps: float) -> dict:
     elif p.kind == 'box':
         out['box'] = _list(p.prompt.boxes[0])
     else:
-        out['reference'] = dict(p.source, image_key=f'reference_image_{i}', mask_key=f'reference_mask_{i}')
+        out['reference'] = dict(p.source or {}, image_key=f'reference_image_{i}', mask_key=f'reference_mask_{i}')
     return out
 
 
@@ -270,7 +270,7 @@ def write_bag(scene: Scene, path, *, storage: str = 'mcap', progress=None) -> di
     npz = _NpzStream(npz_path)
     frames_json = []
     try:
-        ids_file = npz.begin('ids', (scene.n_frames, cam.height, cam.width), np.uint16)
+        ids_file = npz.begin('ids', (scene.n_frames, cam.height, cam.width), np.dtype(np.uint16))
         with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
             conns = {key: writer.add_connection(TOPICS[key], msgtype, typestore=ts) for key, msgtype in (
                 ('image', 'sensor_msgs/msg/Image'), ('camera_info', 'sensor_msgs/msg/CameraInfo'),
@@ -297,9 +297,10 @@ def write_bag(scene: Scene, path, *, storage: str = 'mcap', progress=None) -> di
         ids_file.close()
         npz.add('stamps_ns', np.array([stamp_ns(k, scene.fps) for k in range(scene.n_frames)], np.int64))
         for i, p in enumerate(prompts):
-            if p.kind == 'reference':
-                npz.add(f'reference_image_{i}', p.prompt.reference.image)
-                npz.add(f'reference_mask_{i}', p.prompt.reference.mask)
+            reference = p.prompt.reference
+            if p.kind == 'reference' and reference is not None:
+                npz.add(f'reference_image_{i}', reference.image)
+                npz.add(f'reference_mask_{i}', reference.mask)
     finally:
         npz.close()
     meta['frames'] = frames_json
