@@ -10,6 +10,8 @@ SETUP_INPUTS := tools/setup.sh requirements.txt requirements-torch.txt requireme
 # model and scripted prompts, write demo_out/ (output bag, overlay video and PNGs) and a summary.
 DEMO ?= $(PY) -m seem_ros.cli.main demo
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist; whole files per process, so module fixtures are made once).
+PYTEST_WORKERS ?= 2
 
 # A sourced ROS installation would shadow the venv's ROS packages.
 unexport PYTHONPATH AMENT_PREFIX_PATH CMAKE_PREFIX_PATH COLCON_PREFIX_PATH
@@ -29,7 +31,7 @@ lint: $(STAMP)
 	$(VENV)/bin/mypy
 
 test: lint
-	$(PY) -m pytest test $(PYTEST_ARGS)
+	$(PY) -m pytest test -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # After changing a pin in requirements*.txt: set up without the old constraints, then freeze the
 # resulting environment into constraints.txt.
