@@ -13,11 +13,11 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     'segment': ('seem_ros.cli.segment', 'segment one image with text/click/box/scribble/mask/referring prompts'),
     'synth-checkpoint': ('seem_ros.cli.synth_checkpoint', 'write an official-format checkpoint with synthetic weights'),
-    'generate': ('seem_ros.scenes.cli', 'render a procedural scene into a rosbag2 with ground truth'),
-    'train': ('seem_ros.training.train', 'train a small SEEM on procedural scenes (CPU)'),
+    'generate': ('seem_ros.cli.generate', 'render a procedural scene into a rosbag2 with ground truth'),
+    'train': ('seem_ros.cli.train', 'train a small SEEM on procedural scenes (CPU)'),
     'export': ('seem_ros.cli.export', 'export verified fixed-shape ONNX graphs for onnxruntime / TensorRT'),
-    'demo': ('seem_ros.replay.demo', 'the product end to end: generate a scene bag, replay it with the shipped model'),
-    'replay': ('seem_ros.replay.offline',
+    'demo': ('seem_ros.cli.demo', 'the product end to end: generate a scene bag, replay it with the shipped model'),
+    'replay': ('seem_ros.cli.replay',
                'run a rosbag2 through the node\'s pipeline (offline or --live) and record outputs'),
 }
 

@@ -25,7 +25,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, PointStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy._rclpy_pybind11 import RCLError
+from rclpy._rclpy_pybind11 import InvalidHandle, RCLError
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -200,11 +200,11 @@ class SeemNode(LifecycleNode):
         if self._diag_timer is not None:
             self.destroy_timer(self._diag_timer)
             self._diag_timer = None
-        if self._worker is not None:
-            self._worker.stop()
+        worker, self._worker = self._worker, None      # shutdown may race a transition: stop it once
+        if worker is not None:
+            worker.stop()
             with self._lock:
-                self._stats['dropped_earlier'] += self._worker.dropped
-            self._worker = None
+                self._stats['dropped_earlier'] += worker.dropped
         if self.session is not None:
             self.session.clear()
         _empty_gpu_cache()
@@ -319,8 +319,12 @@ class SeemNode(LifecycleNode):
             if self._throttle(warning):
                 self.get_logger().warning(warning)
         if output.problem and self._throttle(output.problem):
-            log = self.get_logger().error if output.problem_is_error else self.get_logger().warning
-            log(f'{output.problem} (repeats are logged every {self._throttle.period:g} s)')
+            text = f'{output.problem} (repeats are logged every {self._throttle.period:g} s)'
+            # one call site per severity: rclpy refuses a call site whose severity changes
+            if output.problem_is_error:
+                self.get_logger().error(text)
+            else:
+                self.get_logger().warning(text)
         try:
             self._publish(pubs, output)
         except RCLError:
@@ -512,6 +516,17 @@ def _empty_gpu_cache() -> None:
 EXIT_CONFIGURE_FAILED = 1
 
 
+def _spin(executor, node: SeemNode) -> None:
+    """Spin until shutdown. rclpy's executor can raise InvalidHandle when a transition destroys a
+    subscription, timer or service while another executor thread is adding it to its wait set
+    (ros2/rclpy#1206, #1355); the entity is gone by then, so the node spins on."""
+    while rclpy.ok(context=node.context):
+        try:
+            executor.spin()
+        except InvalidHandle as exc:
+            node.get_logger().debug(f'executor: an entity destroyed while waited on ({exc}); spinning on')
+
+
 def main(args=None) -> int:
     """Run the node until SIGINT/SIGTERM; returns the exit status.
 
@@ -533,7 +548,7 @@ def main(args=None) -> int:
             return EXIT_CONFIGURE_FAILED
         else:
             node.trigger_activate()
-        executor.spin()
+        _spin(executor, node)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except RCLError:

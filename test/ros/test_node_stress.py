@@ -15,6 +15,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import Point
@@ -38,7 +39,9 @@ CYCLES = 20
 TIMEOUT = 120.0
 CYCLE = (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP, Transition.TRANSITION_CONFIGURE,
          Transition.TRANSITION_ACTIVATE)
-RSS_GROWTH_MB = 40     # a leaked model or session would add about 47 MB per cycle
+# Between the medians of cycles 1-5 and of the last 5 (14 cycles apart): a leaked model or session
+# (about 47 MB each) would add some 650 MB; buffers in flight under load vary by tens of MB.
+RSS_GROWTH_MB = 100
 
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason='the shipped model is missing')
 
@@ -155,6 +158,6 @@ def test_lifecycle_cycles_under_load_keep_the_node_serving(ros_namespace, seem):
         ids = [o.id for o in objects.objects]
         assert len(ids) == len(set(ids)), f'an id twice in one output: {ids}'
     assert diagnostics['callback_errors'] == '0' and 'unexpected' not in log and 'Traceback' not in log, log
-    assert rss[-1] - rss[1] < RSS_GROWTH_MB, f'RSS grew over the cycles: {rss} MB'
+    assert np.median(rss[-5:]) - np.median(rss[1:6]) < RSS_GROWTH_MB, f'RSS grew over the cycles: {rss} MB'
     print(f'{next(load.sent)} images sent, {len(load.outputs)} outputs, {next(load.prompts)} prompts; '
           f'RSS over the cycles {rss[1]:.0f} -> {rss[-1]:.0f} MB')

@@ -9,7 +9,7 @@ from rosbags.rosbag2 import Reader
 from seem_ros.scenes import (PALETTE, SCENARIO_SECONDS, SHAPES, Trajectory, build_scene, depth_to_mm,
                              render_frame, scripted_prompts)
 from seem_ros.scenes import bag as scene_bag
-from seem_ros.scenes.cli import main as generate_main
+from seem_ros.cli.generate import main as generate_main
 
 SMALL = dict(width=160, height=120)
 

@@ -10,6 +10,7 @@ import torch
 from seem_ros.model.build import build_seem
 from seem_ros.model.checkpoint import read_metadata, read_state_dict
 from seem_ros.predictor import SeemPredictor
+from seem_ros.cli import train as train_cli
 from seem_ros.training import data, losses, train
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +164,7 @@ def test_training_steps_reduce_the_loss_on_a_fixed_batch():
 
 def test_train_command_is_deterministic_and_resumes(tmp_path, monkeypatch, capsys):
     args = ['--steps', '2', '--batch', '1', '--short-side', '48', '--save-every', '1']
-    assert train.main(['--out', str(tmp_path / 'a.pt')] + args) == 0
+    assert train_cli.main(['--out', str(tmp_path / 'a.pt')] + args) == 0
 
     class Clock:                                            # the time limit hits after the first step
         calls = 0
@@ -174,15 +175,15 @@ def test_train_command_is_deterministic_and_resumes(tmp_path, monkeypatch, capsy
             return 0.0 if cls.calls <= 2 else 1e6
 
     monkeypatch.setattr(train, 'time', Clock)
-    assert train.main(['--out', str(tmp_path / 'b.pt'), '--minutes', '1'] + args) == 0
+    assert train_cli.main(['--out', str(tmp_path / 'b.pt'), '--minutes', '1'] + args) == 0
     assert 'time limit reached at step 1' in capsys.readouterr().out
     monkeypatch.undo()
-    assert train.main(['--out', str(tmp_path / 'b.pt')] + args) == 0
+    assert train_cli.main(['--out', str(tmp_path / 'b.pt')] + args) == 0
     assert 'resuming at step 1' in capsys.readouterr().out
     a, b = read_state_dict(tmp_path / 'a.pt'), read_state_dict(tmp_path / 'b.pt')
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert read_metadata(tmp_path / 'b.pt') == {'variant': 'tiny', 'version': 'v1', 'short_side': 48}
-    assert train.main(['--out', str(tmp_path / 'b.pt'), '--steps', '3'] + args[2:]) == 2   # other settings
+    assert train_cli.main(['--out', str(tmp_path / 'b.pt'), '--steps', '3'] + args[2:]) == 2   # other settings
 
 
 # ---------------------------------------------------------------- the shipped model

@@ -29,8 +29,8 @@ from tqdm import tqdm
 
 from ..scenes.bag import TOPICS, read_ground_truth, sidecar_paths, write_bag
 from ..scenes.render import build_scene
-from .bagio import BagReader
-from .offline import replay_and_report
+from ..replay.bagio import BagReader
+from .replay import replay_and_report
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,8 +18,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .bag import STORAGES, sidecar_paths, write_bag
-from .render import SCENARIO_SECONDS, build_scene
+from ..scenes.bag import STORAGES, sidecar_paths, write_bag
+from ..scenes.render import SCENARIO_SECONDS, build_scene
 
 
 def build_parser(parser=None) -> argparse.ArgumentParser:
