@@ -48,8 +48,8 @@ def export_cache(tmp_path_factory):
 # The longest test files (minutes each: exports and end-to-end replays on both backends) are
 # collected first, so that parallel workers (pytest-xdist, whole files) start them early and the
 # short files fill in around them instead of leaving one worker on a long file at the end.
-LONGEST_FIRST = ('test_backend_parity.py', 'test_export_onnx.py', 'test_node_tracking.py', 'test_camera_frames.py',
-                 'test_replay.py')
+LONGEST_FIRST = ('test_backend_parity_demo.py', 'test_backend_parity_bags.py', 'test_export_onnx.py',
+                 'test_node_tracking.py', 'test_camera_frames.py', 'test_replay.py')
 
 
 def pytest_configure(config):

@@ -1,5 +1,5 @@
 """The export cache's keys and its lock: processes needing the same export take turns, and the
-first one's result is reused (the export itself is tested end to end in test_backend_parity)."""
+first one's result is reused (the export itself is tested end to end in test_backend_parity_*)."""
 import threading
 import time
 
