@@ -14,11 +14,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from seem_ros.cli import export as export_cli
 from seem_ros.model.build import build_seem, synthetic_state_dict
 from seem_ros.model.checkpoint import read_metadata
 from seem_ros.runtime import export as ex
 from seem_ros.runtime import tensorrt_check as tc
+from seem_ros.runtime.export_cache import cached_export
 
 SHIPPED = Path(__file__).resolve().parents[2] / 'models' / 'seem_tiny.pt'
 CAMERA = (480, 640)
@@ -43,14 +43,12 @@ def test_recorded_lists_name_their_sources_and_targets():
 
 # ---------------------------------------------------------------------------------- the shipped model
 @pytest.fixture(scope='module')
-def shipped_export(tmp_path_factory):
-    """``seem-ros export`` of models/seem_tiny.pt for a 640x480 camera at the file's short side (all graphs, fp32)."""
-    torch.set_num_threads(2)
-    out = tmp_path_factory.mktemp('shipped_onnx')
+def shipped_export():
+    """The export of models/seem_tiny.pt for a 640x480 camera at the file's short side (all graphs,
+    fp32), from the export cache that the backend-parity and node tests use too."""
     short_side = read_metadata(SHIPPED)['short_side']
-    args = ['--checkpoint', str(SHIPPED), '--variant', 'tiny', '--out', str(out), '--height', str(CAMERA[0]),
-            '--width', str(CAMERA[1]), '--short-side', str(short_side)]
-    assert export_cli.main(args) == 0
+    out = cached_export(SHIPPED, variant='tiny', version='v1', height=CAMERA[0], width=CAMERA[1],
+                        short_side=short_side)
     return out, ex.padded_size(*CAMERA, short_side=short_side)
 
 
