@@ -328,12 +328,20 @@ class Pipeline:
         text), e.g. corrective clicks. ``stamp_ns`` names the frame the prompt refers to (None:
         the newest frame); the prompt is applied by the next :meth:`process` call, on that frame
         when it is older than the processed one. A new text-only prompt equal to an existing
-        object's returns that object's id. Returns ``(id, warnings)``.
+        object's returns that object's id. A refinement that carries only a name renames the
+        object (label and prompt name) and keeps its tracking state. Returns ``(id, warnings)``.
 
         Raises:
             PromptError: empty prompt, unknown id, table full, or a prompt that does not fit the frame.
         """
         warnings: List[str] = []
+        if object_id and refine and prompt.is_empty and prompt.name:
+            with self._lock:
+                try:
+                    self._prompted.rename(object_id, prompt.name)
+                except KeyError:
+                    raise PromptError(f'no object with id {object_id}') from None
+            return object_id, warnings
         if prompt.is_empty:
             raise PromptError('the prompt is empty (no text, points, boxes, scribbles, polygons, mask or reference)')
         with self._lock:

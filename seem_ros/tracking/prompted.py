@@ -14,7 +14,7 @@ before calling ``update``, so one encoding serves both trackers.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -125,6 +125,17 @@ class PromptedTracker:
                 self._tracks[track_id] = Track(track_id, prompt.name or prompt.text, TrackState.NEW, track.created_ns,
                                                origin=prompt, bank=AppearanceBank(self.config.bank_size),
                                                pending=prompt)
+
+    def rename(self, track_id: int, name: str) -> None:
+        """Give track ``track_id`` the client name ``name`` (its label and its prompt's name);
+        the tracking state is kept. Raises KeyError for an unknown id."""
+        with self._lock:
+            track = self._tracks.get(track_id)
+            if track is None:
+                raise KeyError(f'no track with id {track_id}')
+            track.label = name
+            if track.origin is not None:
+                track.origin = replace(track.origin, name=name)
 
     def remove(self, track_id: int) -> None:
         """Remove track ``track_id`` now. Raises KeyError for an unknown id."""

@@ -201,6 +201,24 @@ def test_prompt_on_an_older_buffered_frame_is_applied_there():
     assert pipe.process(frame(4, 40)).objects[0].state == TrackState.TRACKED
 
 
+def test_a_name_only_refinement_renames_and_keeps_tracking():
+    pred = WorldPredictor()
+    pred.objects = {1: (10, 10)}
+    pipe = Pipeline(pred, PipelineConfig())
+    pipe.remember(frame(1, world=pred))
+    a, _ = pipe.add_object(click(12, 12))
+    (first,) = pipe.process(frame(1, world=pred)).objects
+    assert pipe.add_object(ObjectPrompt(name='mug'), object_id=a, refine=True) == (a, [])
+    (renamed,) = pipe.process(frame(2, world=pred)).objects
+    assert (renamed.id, renamed.label, renamed.state) == (a, 'mug', TrackState.TRACKED)
+    assert np.array_equal(renamed.mask, first.mask)
+    assert [o.prompt.name for o in pipe.list_objects()] == ['mug']
+    with pytest.raises(PromptError, match='no object with id 99'):
+        pipe.add_object(ObjectPrompt(name='cup'), object_id=99, refine=True)
+    with pytest.raises(PromptError, match='empty'):                     # a REPLACE needs inputs
+        pipe.add_object(ObjectPrompt(name='cup'), object_id=a)
+
+
 def test_prompt_for_an_unbuffered_stamp_uses_the_newest_frame_with_a_warning():
     pipe = Pipeline(WorldPredictor(), PipelineConfig(ring_size=2, stamp_tolerance_ns=0))
     for t in (1, 2, 3):
