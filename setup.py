@@ -18,7 +18,8 @@ setup(
     description='SEEM (Segment Everything Everywhere All at Once) for ROS 2',
     license='Apache-2.0',
     packages=find_packages(include=['seem_ros', 'seem_ros.*']),
-    package_data={'seem_ros': ['**/*.tsv', '**/*.json', '**/*.yaml']},
+    package_data={'seem_ros': ['**/*.tsv', '**/*.json', '**/*.yaml', 'ui/static/*']},
     python_requires='>=3.10',
-    entry_points={'console_scripts': ['seem-ros = seem_ros.cli.main:main', 'seem-node = seem_ros.ros.seem_node:main']},
+    entry_points={'console_scripts': ['seem-ros = seem_ros.cli.main:main', 'seem-node = seem_ros.ros.seem_node:main',
+                                      'seem-ui = seem_ros.ui.server:main']},
 )

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                f'{REPLAY_DEFAULTS["model.checkpoint"]}, run as it says: variant tiny, short side 120), then '
                '--params-file, then the options below.')
     parser.add_argument('bag', type=Path, help='input rosbag2 directory (or a single .mcap / .db3 file)')
-    parser.add_argument('--out', required=True, type=Path, help='output bag directory to create')
+    parser.add_argument('--out', type=Path, help='output bag directory to create (required offline; with --live '
+                        'optional: without it nothing is recorded)')
     parser.add_argument('--prompts', type=Path, help='YAML prompt script (objects to add at frames or times)')
     parser.add_argument('--ignore-bag-prompts', action='store_true',
                         help=f'do not apply the bag\'s {PROMPT_TYPE} messages')
@@ -72,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help='play the bag into a running seem node with the original timing and record its outputs')
     live.add_argument('--node-namespace', default='/', help='namespace of the running node (default /)')
     live.add_argument('--node-name', default='seem', help='name of the running node (default seem)')
+    live.add_argument('--loop', action='store_true',
+                      help='play the bag again and again until Ctrl-C, each lap later in time (a camera for the '
+                           'teleop page without a robot)')
     live.add_argument('--rate', type=float, default=1.0, help='playback rate factor (default 1.0)')
     live.add_argument('--remap', action='append', default=[], metavar='FROM:=TO',
                       help='publish bag topic FROM on TO (repeatable); Prompt topics go to the node\'s ~/prompt '
@@ -88,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
 OFFLINE_ONLY = ('params_file', 'checkpoint', 'variant', 'version', 'short_side', 'device', 'precision', 'backend',
                 'onnx_dir', 'mode', 'vocabulary', 'overlay', 'video', 'png_dir', 'pngs', 'depth_topic',
                 'depth_info_topic')
-LIVE_ONLY = ('node_namespace', 'node_name', 'rate', 'remap', 'no_clock', 'clock_rate', 'wait', 'drain')
+LIVE_ONLY = ('node_namespace', 'node_name', 'loop', 'rate', 'remap', 'no_clock', 'clock_rate', 'wait', 'drain')
 
 
 def main(argv=None) -> int:
@@ -101,6 +105,8 @@ def main(argv=None) -> int:
                      + ', '.join('--' + n.replace('_', '-') for n in misplaced))
     if args.rate <= 0:
         parser.error('--rate must be > 0')
+    if args.out is None and not args.live:
+        parser.error('--out is required (the output bag to create)')
     try:
         events = load_prompts(args.prompts) if args.prompts else []
     except PromptFileError as exc:

@@ -25,6 +25,10 @@ frame has an output; the summary says how many did, and the end-to-end latency (
 objects received). After the last message the recorder waits (``--drain``) for the last image's
 outputs. A damaged bag stops the player with an error after everything before the damage was
 played and recorded.
+
+``--loop`` plays the bag again and again until Ctrl-C, every lap's log times and header stamps
+shifted by the laps before, so that time keeps going forward for the node (a camera without a
+robot, e.g. for the teleop page). Without ``--out`` nothing is recorded.
 """
 from __future__ import annotations
 
@@ -123,7 +127,7 @@ class LiveReplay:
 
     Args:
         reader: the input bag.
-        writer: the output bag.
+        writer: the output bag, or None to record nothing.
         image_topic: the bag's image topic (must be subscribed by the node).
         node: fully qualified node name (:func:`node_path`).
         events: YAML prompts.
@@ -132,13 +136,14 @@ class LiveReplay:
         clock_rate: /clock messages per second while waiting (0: no /clock).
         bag_prompts: play the bag's Prompt topics.
         wait_s, drain_s: seconds to wait for the node before playing, and for the last output after.
+        loop: play until interrupted, each lap shifted in time (module docstring).
         log: where warnings go.
     """
 
-    def __init__(self, reader: BagReader, writer: BagWriter, *, image_topic: str, node: str,
+    def __init__(self, reader: BagReader, writer: Optional[BagWriter], *, image_topic: str, node: str,
                  events: Sequence[PromptEvent] = (), remaps: Optional[Dict[str, str]] = None, rate: float = 1.0,
                  clock_rate: float = 50.0, bag_prompts: bool = True, wait_s: float = 60.0, drain_s: float = 30.0,
-                 log=print):
+                 loop: bool = False, log=print):
         self.reader, self.writer = reader, writer
         self.image_topic, self.node_name = image_topic, node
         self.events = list(events)
@@ -146,8 +151,9 @@ class LiveReplay:
         self.rate, self.clock_rate = rate, clock_rate
         self.bag_prompts = bag_prompts
         self.wait_s, self.drain_s = wait_s, drain_s
+        self.loop = loop
         self.log = log
-        self.stats = LiveStats(str(reader.path), str(writer.path))
+        self.stats = LiveStats(str(reader.path), str(writer.path) if writer is not None else 'not recorded')
         self._lock = threading.Lock()
         self._input_log_time: Dict[int, int] = {}     # image header stamp -> its log time in the bag
         self._published_at: Dict[int, float] = {}     # image header stamp -> wall time published
@@ -156,6 +162,7 @@ class LiveReplay:
         self._bag_zero: Optional[int] = None         # log time of the first message played
         self._wall_zero = 0.0                          # monotonic time it was played
         self._last_clock = -1
+        self._first_stamp: Optional[int] = None      # header stamp of the first image played
 
     # ---------------------------------------------------------------- setup
     def _plan(self):
@@ -187,8 +194,9 @@ class LiveReplay:
         executor = SingleThreadedExecutor(context=context)
         executor.add_node(node)
         spinner = threading.Thread(target=executor.spin, name='seem-replay-recorder', daemon=True)
-        self.writer.qos = lambda topic: [discovered_qos(info.qos_profile)
-                                         for info in node.get_publishers_info_by_topic(topic)]
+        if self.writer is not None:
+            self.writer.qos = lambda topic: [discovered_qos(info.qos_profile)
+                                             for info in node.get_publishers_info_by_topic(topic)]
         start = time.monotonic()
         try:
             qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
@@ -204,6 +212,8 @@ class LiveReplay:
             spinner.start()
             self._wait_for_node(plan, subs['objects'])
             self._play(plan)
+        except KeyboardInterrupt:
+            self.log('stopped (Ctrl-C)')
         except BagDamaged as exc:
             self.stats.error = f'{exc}; everything before the damage was played'
         except (BagError, ReplayError) as exc:
@@ -215,12 +225,13 @@ class LiveReplay:
             spinner.join(5.0)
             node.destroy_node()
             rclpy.try_shutdown(context=context)
-            self.writer.close()
-            self.stats.written = dict(self.writer.counts)
             self.stats.wall_s = time.monotonic() - start
-            if not self._published_at:     # nothing was played: leave no empty output bag behind
-                shutil.rmtree(self.writer.path, ignore_errors=True)
-                self.stats.written = {}
+            if self.writer is not None:
+                self.writer.close()
+                self.stats.written = dict(self.writer.counts)
+                if not self._published_at:     # nothing was played: leave no empty output bag behind
+                    shutil.rmtree(self.writer.path, ignore_errors=True)
+                    self.stats.written = {}
         with self._lock:
             self.stats.frames_with_output = len(set(self._outputs) & set(self._published_at))
         return self.stats
@@ -285,38 +296,79 @@ class LiveReplay:
         self._clock(log_time_ns)
 
     def _play(self, plan) -> None:
+        """Play the bag once, or with ``loop`` lap after lap (each shifted past the one before)."""
+        shift_ns, first_stamp = 0, None
+        while True:
+            span = self._play_lap(plan, shift_ns, first_stamp)
+            if not self.loop or span is None:
+                break
+            first_stamp = first_stamp if first_stamp is not None else self._first_stamp
+            assert first_stamp is not None      # set by a lap that played an image
+            shift_ns += span
+            oldest = first_stamp + shift_ns - span
+            with self._lock:                # keep the bookkeeping of the last two laps only
+                for table in (self._input_log_time, self._frame_index, self._published_at, self._outputs):
+                    for stamp in [s for s in table if s < oldest]:
+                        del table[stamp]
+
+    def _shifted(self, cls, data, shift_ns: int) -> bytes:
+        """``data`` (CDR of ``cls``) with its header stamp ``shift_ns`` later, when it has one."""
+        from rclpy.serialization import deserialize_message, serialize_message
+
+        from ..ros import conversions as conv
+        msg = deserialize_message(bytes(data), cls)
+        if not hasattr(msg, 'header'):
+            return bytes(data)
+        msg.header.stamp = conv.ns_to_stamp(conv.stamp_to_ns(msg.header.stamp) + shift_ns)
+        return serialize_message(msg)
+
+    def _play_lap(self, plan, shift_ns: int, first_stamp: Optional[int]) -> Optional[int]:
+        """One pass over the bag, ``shift_ns`` later than recorded; returns the lap's length (its
+        span plus one frame period) in ns, or None when it played no image."""
         from std_msgs.msg import Header
 
         from ..ros import conversions as conv
-        first_stamp = None
+        first_log = last_log = None
+        images = 0
         for msg in self.reader.messages(plan):
+            log_time = msg.log_time_ns + shift_ns
+            data = self._shifted(plan[msg.topic][1], msg.data, shift_ns) if shift_ns else bytes(msg.data)
             if self._bag_zero is None:
-                self._bag_zero, self._wall_zero = msg.log_time_ns, time.monotonic()
-            self._sleep_until(msg.log_time_ns)
+                self._bag_zero, self._wall_zero = log_time, time.monotonic()
+            self._sleep_until(log_time)
             target = plan[msg.topic][0]
             is_image = msg.topic == self.image_topic and msg.msgtype in IMAGE_TYPES
             if is_image:
-                stamp, index = cdr_stamp_ns(msg.data), self.stats.frames_published
+                stamp, index = cdr_stamp_ns(data), self.stats.frames_published
                 with self._lock:
-                    self._input_log_time[stamp] = msg.log_time_ns
+                    self._input_log_time[stamp] = log_time
                     self._frame_index[stamp] = index
                     self._published_at[stamp] = time.monotonic()
-            self._pubs[msg.topic].publish(bytes(msg.data))
+            self._pubs[msg.topic].publish(data)
             if msg.msgtype == PROMPT_TYPE:
                 self.stats.prompts[target] = self.stats.prompts.get(target, 0) + 1
             if not is_image:
                 continue
             self.stats.frames_published += 1
+            images += 1
+            first_log = msg.log_time_ns if first_log is None else first_log
+            last_log = msg.log_time_ns
             first_stamp = stamp if first_stamp is None else first_stamp
+            self._first_stamp = first_stamp
             for event in [e for e in self.events if e.due(index, stamp, first_stamp)]:
                 assert self._prompt_pub is not None          # created when there are events
                 self.events.remove(event)
                 self._prompt_pub.publish(conv.prompt_to_msg(event.prompt, 0, Header(stamp=conv.ns_to_stamp(stamp))))
                 topic = self._prompt_pub.topic_name
                 self.stats.prompts[topic] = self.stats.prompts.get(topic, 0) + 1
-        for e in self.events:
-            self.log(f'warning: YAML prompt {e.index} at {e.when} was never published: '
-                     f'the bag has {self.stats.frames_published} frames')
+        if not self.loop:
+            for e in self.events:
+                self.log(f'warning: YAML prompt {e.index} at {e.when} was never published: '
+                         f'the bag has {self.stats.frames_published} frames')
+        if first_log is None or last_log is None:
+            return None
+        period = (last_log - first_log) // (images - 1) if images > 1 else 100_000_000
+        return last_log - first_log + period
 
     def _drain(self) -> None:
         """Wait until the last published image has its objects, or ``drain_s`` passes."""
@@ -341,7 +393,8 @@ class LiveReplay:
                 self._outputs[stamp] = time.monotonic()
                 if stamp in self._published_at:
                     self.stats.latency_ms.append((self._outputs[stamp] - self._published_at[stamp]) * 1e3)
-        self.writer.write(topic, msgtype, self._bag_now() if log_time is None else log_time, data)
+        if self.writer is not None:
+            self.writer.write(topic, msgtype, self._bag_now() if log_time is None else log_time, data)
         if key == 'objects':
             from rclpy.serialization import deserialize_message
 
@@ -357,17 +410,19 @@ def run_live(args, events: Sequence[PromptEvent]) -> int:
     """``seem-ros replay --live`` for the parsed command line ``args``; returns the exit code."""
     try:
         remaps = parse_remaps(args.remap)
-        check_output(args.out, args.overwrite)
+        if args.out is not None:
+            check_output(args.out, args.overwrite)
         with BagReader(args.bag) as reader:
             image = reader.require(args.image_topic, IMAGE_TYPES)
-            writer = BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
+            writer = (BagWriter(args.out, args.storage or reader.storage, overwrite=args.overwrite)
+                      if args.out is not None else None)
             node = node_path(args.node_namespace, args.node_name)
             print(f'live replay {args.bag} ({image.count or "?"} frames on {image.name}) into {node} '
                   f'at {args.rate:g}x', file=sys.stderr)
             stats = LiveReplay(reader, writer, image_topic=image.name, node=node, events=events, remaps=remaps,
                                rate=args.rate, clock_rate=0.0 if args.no_clock else args.clock_rate,
                                bag_prompts=not args.ignore_bag_prompts, wait_s=args.wait, drain_s=args.drain,
-                               log=lambda line: print(line, file=sys.stderr)).run()
+                               loop=args.loop, log=lambda line: print(line, file=sys.stderr)).run()
     except (BagError, ReplayError) as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1
