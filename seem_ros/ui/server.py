@@ -26,7 +26,7 @@ import signal
 import sys
 import threading
 from importlib import resources
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Set
 from urllib.parse import urlsplit
 
 import rclpy
@@ -91,6 +91,7 @@ class UiServer:
     def __init__(self, bridge: UiBridge):
         self.bridge = bridge
         self.pages: List[Page] = []
+        self._tasks: Set[asyncio.Task] = set()    # running background sends (kept referenced)
         self.app = web.Application(middlewares=[self._security_headers])
         self.app.add_routes([web.get('/', self._index), web.get('/static/{name}', self._asset),
                              web.get('/ws', self._websocket)])
@@ -137,7 +138,7 @@ class UiServer:
         self.pages.append(page)
         sender = asyncio.create_task(page.send_forever())
         page.offer('status', json.dumps(self.bridge.status()))
-        asyncio.create_task(self._send_objects([page]))
+        self._background(self._send_objects([page]))
         try:
             async for msg in ws:
                 if msg.type == WSMsgType.TEXT:
@@ -188,12 +189,20 @@ class UiServer:
             for page in self.pages:
                 page.offer('status', json.dumps(payload))
         elif kind == 'parameters':
-            asyncio.create_task(self._send_objects(self.pages))
+            self._background(self._send_objects(self.pages))
+
+    def _background(self, coroutine) -> None:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def status_forever(self) -> None:
+        """Every second: the status, and the node's prompted objects (others may add or remove them)."""
         while True:
             await asyncio.sleep(STATUS_PERIOD_S)
             self.emit('status', self.bridge.status())
+            if self.pages:
+                await self._send_objects(self.pages)
 
 
 async def serve(bridge: UiBridge, stop: asyncio.Event) -> None:
