@@ -32,7 +32,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..msg import BoundingBox2D, Polyline, Prompt, TrackedObject, TrackedObjectArray
-from ..ros import conversions as conv
+from ..ros import images
 from ..srv import ListObjects, RemoveObject, Reset, SetObject
 from . import protocol as proto
 
@@ -79,14 +79,14 @@ def object_json(obj: TrackedObject) -> dict:
 def _encode_jpeg(msg, quality: int) -> Tuple[bytes, int, int]:
     """(JPEG bytes, width, height) of a camera message; a JPEG CompressedImage is passed through."""
     if isinstance(msg, CompressedImage):
-        rgb = conv.compressed_to_rgb(msg)
+        rgb = images.compressed_to_rgb(msg)
         if 'jpeg' in msg.format.lower() or 'jpg' in msg.format.lower():
             return bytes(msg.data), rgb.shape[1], rgb.shape[0]
     else:
-        rgb = conv.image_to_rgb(msg)
+        rgb = images.image_to_rgb(msg)
     ok, data = cv2.imencode('.jpg', rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
-        raise conv.ImageError('JPEG encoding failed')
+        raise images.ImageError('JPEG encoding failed')
     return data.tobytes(), rgb.shape[1], rgb.shape[0]
 
 
@@ -100,6 +100,7 @@ class UiBridge(Node):
         self.port = declare('port', 8080).value
         self.token = declare('token', '').value
         self.seem = declare('seem_node', '/seem').value.rstrip('/')
+        self.camera = declare('camera', '').value       # of a node with several cameras ('' = the only one)
         transport = declare('image_transport', 'raw').value
         reliability = declare('qos.reliability', 'best_effort').value
         self.jpeg_quality = declare('jpeg_quality', 80).value
@@ -128,7 +129,8 @@ class UiBridge(Node):
             self.create_subscription(Image, 'image', self._on_image, image_qos)
         else:
             self.create_subscription(CompressedImage, 'image/compressed', self._on_image, image_qos)
-        self.create_subscription(TrackedObjectArray, f'{self.seem}/objects', self._on_objects, 10)
+        outputs = f'{self.seem}/{self.camera}' if self.camera else self.seem
+        self.create_subscription(TrackedObjectArray, f'{outputs}/objects', self._on_objects, 10)
         self.create_subscription(DiagnosticArray, f'{self.seem}/diagnostics', self._on_diagnostics, 10)
         self.create_subscription(ParameterEvent, '/parameter_events', self._on_parameter_event, 10)
         self._node_clients = {name: self.create_client(srv, f'{self.seem}/{name}') for name, srv in (
@@ -168,7 +170,7 @@ class UiBridge(Node):
 
     # ---------------------------------------------------------------- subscriptions
     def _on_image(self, msg) -> None:
-        stamp = conv.stamp_to_ns(msg.header.stamp)
+        stamp = images.stamp_to_ns(msg.header.stamp)
         with self._lock:
             self._frames[stamp] = msg
             self._frames.move_to_end(stamp)
@@ -183,7 +185,7 @@ class UiBridge(Node):
         with self._lock:
             self._last_objects = now
             self._object_times.append(now)
-        self._send_view(conv.stamp_to_ns(msg.header.stamp), [object_json(o) for o in msg.objects])
+        self._send_view(images.stamp_to_ns(msg.header.stamp), [object_json(o) for o in msg.objects])
 
     def _send_view(self, stamp: int, objects: Optional[List[dict]]) -> None:
         with self._lock:
@@ -192,7 +194,7 @@ class UiBridge(Node):
             return                      # the camera frame is gone (or never came): nothing to draw on
         try:
             jpeg, width, height = _encode_jpeg(msg, self.jpeg_quality)
-        except ValueError as exc:       # conv.ImageError: an encoding the page cannot show
+        except ValueError as exc:       # images.ImageError: an encoding the page cannot show
             self.get_logger().error(f'image: {exc}', throttle_duration_sec=5.0)
             return
         with self._lock:
@@ -203,8 +205,10 @@ class UiBridge(Node):
 
     def _on_diagnostics(self, msg: DiagnosticArray) -> None:
         for status in msg.status:
-            with self._lock:
-                self._diagnostics = {kv.key: kv.value for kv in status.values}
+            values = {kv.key: kv.value for kv in status.values}
+            if values.get('camera', '') == self.camera:
+                with self._lock:
+                    self._diagnostics = values
         self._deliver('status', self.status())
 
     def _on_parameter_event(self, msg: ParameterEvent) -> None:
@@ -241,13 +245,14 @@ class UiBridge(Node):
             return await self._prompts(command)
         if isinstance(command, proto.Rename):
             prompt = Prompt(object_id=command.object_id, mode=Prompt.REFINE, object_name=command.name)
-            response = await self._call('set_object', SetObject.Request(prompt=prompt))
+            response = await self._call('set_object', SetObject.Request(prompt=prompt, camera=self.camera))
             return {'ok': response.success, 'message': response.message, 'object_ids': [response.object_id]}
         if isinstance(command, proto.Remove):
-            response = await self._call('remove_object', RemoveObject.Request(object_id=command.object_id))
+            response = await self._call('remove_object', RemoveObject.Request(object_id=command.object_id,
+                                                                              camera=self.camera))
             return {'ok': response.success, 'message': response.message}
         if isinstance(command, proto.Reset):
-            response = await self._call('reset', Reset.Request())
+            response = await self._call('reset', Reset.Request(camera=self.camera))
             return {'ok': response.success, 'message': response.message}
         if isinstance(command, proto.SetMode):
             return await self._set_parameter('pipeline.mode', ParameterValue(
@@ -260,7 +265,7 @@ class UiBridge(Node):
         """The Prompt messages of a prompt command, stamped with the frame the page showed."""
         with self._lock:
             frame_id = self._sent.get(command.stamp_ns, (0, 0, ''))[2]
-        header = Header(stamp=conv.ns_to_stamp(command.stamp_ns), frame_id=frame_id)
+        header = Header(stamp=images.ns_to_stamp(command.stamp_ns), frame_id=frame_id)
         if isinstance(command, proto.Text):
             return [Prompt(header=header, text=item) for item in command.items]
         if isinstance(command, proto.Click):
@@ -275,7 +280,7 @@ class UiBridge(Node):
     async def _prompts(self, command) -> dict:
         ids, notes, ok = [], [], True
         for prompt in self._prompt_messages(command):
-            response = await self._call('set_object', SetObject.Request(prompt=prompt))
+            response = await self._call('set_object', SetObject.Request(prompt=prompt, camera=self.camera))
             ok = ok and response.success
             ids.append(response.object_id)
             label = f"'{prompt.text}': " if prompt.text else ''
@@ -289,7 +294,7 @@ class UiBridge(Node):
 
     async def prompted_objects(self) -> dict:
         """The node's prompted objects (``~/list_objects``) and its mode and vocabulary."""
-        listed = await self._call('list_objects', ListObjects.Request())
+        listed = await self._call('list_objects', ListObjects.Request(camera=self.camera))
         params = await self._call('get_parameters', GetParameters.Request(names=['pipeline.mode',
                                                                                'pipeline.vocabulary']))
         mode, vocabulary = (params.values + [ParameterValue(), ParameterValue()])[:2]
