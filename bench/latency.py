@@ -22,6 +22,10 @@ predictor with ``--short-side`` and padded to 32) and backend (``--backends``, d
 * ``frame_track_1`` / ``frame_track_4`` / ``frame_track_16``: a whole frame of a tracker with 1, 4,
   16 objects: preprocess, encoder, the previous masks as mask prompts plus their ``prev_mask``
   memory, decode, postprocess of the N masks (end to end).
+* ``cameras_1`` / ``cameras_2`` / ``cameras_4``: one round of a node serving 1, 2, 4 cameras
+  with one model (parameter ``cameras``): each camera's own image tracked with 4 objects, the
+  cameras one after the other as the node's worker serves them; the table gives the frames/s of
+  all cameras together and per camera, against one camera's.
 
 Every number is a measurement of that stage on that machine (median and p90 over ``--repeat``
 runs after ``--warmup``; CUDA work is synchronized before each clock read); nothing is scaled
@@ -59,9 +63,11 @@ from seem_ros.runtime import export as ex  # noqa: E402
 
 VOCABULARY = ['person', 'chair', 'cup', 'bottle', 'table', 'laptop', 'dog', 'car', 'book', 'plant']
 PROMPT_COUNTS = (1, 4, 16)
+CAMERA_COUNTS = (1, 2, 4)
 STAGES = ('preprocess', 'encoder', *(f'decoder_{n}p' for n in PROMPT_COUNTS),
           *(f'decoder_{n}p_mask' for n in PROMPT_COUNTS), 'text_cold', 'text_cached', 'postprocess_4p',
-          'postprocess_panoptic', 'frame_4p', *(f'frame_track_{n}' for n in PROMPT_COUNTS))
+          'postprocess_panoptic', 'frame_4p', *(f'frame_track_{n}' for n in PROMPT_COUNTS),
+          *(f'cameras_{n}' for n in CAMERA_COUNTS))
 
 
 def parse_size(text: str):
@@ -69,9 +75,9 @@ def parse_size(text: str):
     return height, width
 
 
-def camera_image(height: int, width: int) -> np.ndarray:
-    """Deterministic smooth RGB test image (H, W, 3) uint8."""
-    rng = np.random.default_rng(0)
+def camera_image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """Deterministic smooth RGB test image (H, W, 3) uint8, one per ``seed``."""
+    rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, (max(height // 40, 2), max(width // 40, 2), 3), dtype=np.uint8)
     tensor = torch.from_numpy(coarse).permute(2, 0, 1)[None].float()
     image = torch.nn.functional.interpolate(tensor, size=(height, width), mode='bilinear', align_corners=False)
@@ -218,6 +224,21 @@ def bench_backend(backend, sizes, camera_sizes, timer: Timer, short_side: int) -
                                           final_mode='bilinear') > 0
 
             rows[f'frame_track_{count}'] = timer.measure(track_frame)
+        cameras = [camera_image(height, width, seed) for seed in range(max(CAMERA_COUNTS))]
+        for count in CAMERA_COUNTS:
+
+            def camera_round(images=cameras[:count], masks=prompts[4, '_mask'], prev=outputs[4, '_mask']['prev_mask']):
+                for rgb in images:
+                    resized = resize_short_side(rgb, short_side)
+                    frame_tensor, frame_valid = normalize_and_pad(resized, backend.size_divisibility,
+                                                                  device=backend.device)
+                    feats = backend.encode_image(frame_tensor, frame_valid)
+                    spatial = backend.encode_prompts(feats, masks, generator=torch.Generator().manual_seed(0))
+                    out = backend.decode(feats, spatial=spatial, prev_mask=prev)
+                    resize_mask_logits(out['prev_mask'][0], feats.padded_size, frame_valid, (height, width),
+                                       final_mode='bilinear')
+
+            rows[f'cameras_{count}'] = timer.measure(camera_round)
         results[f'{width}x{height}'] = {'padded_input': list(padded), **rows}
     return results
 
@@ -263,6 +284,11 @@ def print_table(report: dict) -> None:
             for stage in ('frame_4p', *(f'frame_track_{n}' for n in PROMPT_COUNTS)):
                 frame = [f'{1000 / data[s][stage]["median_ms"]:.2f} fps' for s in sizes]
                 print(f'| throughput ({stage}) | ' + ' | '.join(frame) + ' |')
+            for n in CAMERA_COUNTS:
+                cells = [f'{1000 * n / data[s][f"cameras_{n}"]["median_ms"]:.2f} fps in total, '
+                         f'{1000 / data[s][f"cameras_{n}"]["median_ms"]:.2f} per camera '
+                         f'(one camera: {1000 / data[s]["cameras_1"]["median_ms"]:.2f})' for s in sizes]
+                print(f'| {n} camera{"s" if n > 1 else ""} | ' + ' | '.join(cells) + ' |')
 
 
 def main(argv=None) -> int:

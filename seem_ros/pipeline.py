@@ -16,7 +16,8 @@ from __future__ import annotations
 import enum
 import threading
 import time
-from collections import deque
+import collections
+from collections import Counter, deque
 from contextlib import suppress
 from dataclasses import dataclass, field, replace
 from typing import Callable, Dict, List, Optional, Tuple, TypeGuard
@@ -275,11 +276,14 @@ class Pipeline:
             ``short_side``, by which prompts are checked before they are accepted).
         config: :class:`PipelineConfig`.
         ids: id pool of both trackers; pass the previous pipeline's to never reuse an id
-            within a process.
+            within a process, and the same one to pipelines of several cameras.
+        cameras: how many pipelines (cameras) share ``predictor`` and its cache of encoded
+            referring patches.
     """
 
-    def __init__(self, predictor, config: PipelineConfig, ids: Optional[IdPool] = None):
+    def __init__(self, predictor, config: PipelineConfig, ids: Optional[IdPool] = None, cameras: int = 1):
         self.predictor = predictor
+        self._cameras = cameras
         self._config = config
         self._lock = threading.RLock()              # frames, bindings, config
         self._process_lock = threading.Lock()       # one frame at a time
@@ -291,8 +295,8 @@ class Pipeline:
         self._reserve_references(config)
 
     def _reserve_references(self, config: PipelineConfig) -> None:
-        """Room in the predictor's cache of encoded referring patches for one per object."""
-        self.predictor.reference_cache_size = max(config.max_objects, MIN_REFERENCE_CACHE)
+        """Room in the predictor's cache of encoded referring patches for one per object of every camera."""
+        self.predictor.reference_cache_size = max(config.max_objects, MIN_REFERENCE_CACHE) * self._cameras
 
     @property
     def config(self) -> PipelineConfig:
@@ -503,39 +507,43 @@ class Pipeline:
 
 
 class LatestFrameWorker:
-    """Runs ``handle(item)`` on a background thread for the newest submitted item.
+    """Runs ``handle(item)`` on a background thread for the newest submitted item of each source.
 
-    An item submitted while ``handle`` is busy waits; a newer one replaces it, and the replaced
-    one is counted in ``dropped``. Exceptions from ``handle`` go to ``on_error``; the worker
-    keeps running.
+    Items are submitted per ``source`` (e.g. a camera). An item submitted while ``handle`` is
+    busy waits; a newer one of the same source replaces it, and the replaced one is counted in
+    ``dropped`` (and ``dropped_by[source]``). Waiting sources are served round-robin, so that a
+    fast source never starves a slow one. Exceptions from ``handle`` go to ``on_error``; the
+    worker keeps running.
     """
 
     def __init__(self, handle: Callable, on_error: Callable[[BaseException], None], name: str = 'seem-inference'):
         self._handle = handle
         self._on_error = on_error
         self._cond = threading.Condition()
-        self._item = None
+        self._items: 'collections.OrderedDict[str, object]' = collections.OrderedDict()   # in serving order
         self._stopping = False
         self.dropped = 0
+        self.dropped_by: Counter = Counter()
         self.processed = 0
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def submit(self, item) -> None:
+    def submit(self, item, source: str = '') -> None:
         with self._cond:
-            if self._item is not None:
+            if source in self._items:
                 self.dropped += 1
-            self._item = item
+                self.dropped_by[source] += 1
+            self._items[source] = item           # a waiting source keeps its turn
             self._cond.notify()
 
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._item is None and not self._stopping:
+                while not self._items and not self._stopping:
                     self._cond.wait()
                 if self._stopping:
                     return
-                item, self._item = self._item, None
+                _, item = self._items.popitem(last=False)   # the source waiting longest
             try:
                 self._handle(item)
             except Exception as exc:  # noqa: BLE001 - reported, the worker must survive
@@ -548,6 +556,6 @@ class LatestFrameWorker:
         that nothing it does (publishing, say) outlasts the call."""
         with self._cond:
             self._stopping = True
-            self._item = None
+            self._items.clear()
             self._cond.notify()
         self._thread.join()

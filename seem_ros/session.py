@@ -85,6 +85,19 @@ def load_session(params, *, ids: Optional[IdPool] = None, overlay: Optional[bool
     Raises:
         LoadError: the checkpoint is missing or does not load as the parameters say.
     """
+    (session,) = load_sessions(params, 1, ids=ids, overlay=overlay, depth=depth)
+    return session
+
+
+def load_sessions(params, count: int, *, ids: Optional[IdPool] = None, overlay: Optional[bool] = None,
+                  depth: Optional[bool] = None) -> List['Session']:
+    """``count`` sessions (one per camera) over ONE loaded model and backend: each with its own
+    pipeline (frames, prompts, tracks) and depth pairing, all drawing ids from ``ids`` so that ids
+    are unique across them. Arguments as :func:`load_session`.
+
+    Raises:
+        LoadError: the checkpoint is missing or does not load as the parameters say.
+    """
     from .predictor import SeemPredictor
     checkpoint = Path(params.model__checkpoint).expanduser()
     if not params.model__checkpoint or not checkpoint.is_file():
@@ -98,7 +111,9 @@ def load_session(params, *, ids: Optional[IdPool] = None, overlay: Optional[bool
     if overlay is not None:
         config = replace(config, overlay=overlay)
     with_depth = params.depth__enabled if depth is None else depth
-    return Session(Pipeline(predictor, config, ids), DepthSettings.of(params) if with_depth else None)
+    ids = ids if ids is not None else IdPool()
+    return [Session(Pipeline(predictor, config, ids, cameras=count), DepthSettings.of(params) if with_depth else None)
+            for _ in range(count)]
 
 
 class Session:

@@ -1,6 +1,7 @@
 """The node's ROS parameters: one table of names, defaults and descriptions, and a validated dataclass."""
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, fields
 from typing import Any, Dict, Mapping, Tuple
 
@@ -15,6 +16,8 @@ BACKENDS = ('auto', *ALIASES, *RUNTIME_BACKENDS)
 PRECISIONS = ('fp32', 'fp16', 'bf16')
 TRANSPORTS = ('raw', 'compressed')
 RELIABILITIES = ('best_effort', 'reliable')
+CAMERA_NAME = re.compile(r'[A-Za-z][A-Za-z0-9_]*')
+MAX_CAMERAS = 16
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class SeemParams:
     """Validated node parameters; field ``a__b`` is the ROS parameter ``a.b``. Invalid values raise
     ``ValueError`` naming the parameter (variant and version are checked by the model builder)."""
 
+    cameras: Tuple[str, ...] = ('',)
     model__checkpoint: str = ''
     model__variant: str = ''
     model__version: str = ''
@@ -72,6 +76,7 @@ class SeemParams:
                               ('pipeline__mode', tuple(m.value for m in Mode))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{ros_name(name)}: '{getattr(self, name)}' is not one of {', '.join(allowed)}")
+        self.check_cameras()
         if not self.runtime__device == 'cpu' and not self.runtime__device.startswith('cuda'):
             raise ValueError(f"runtime.device: '{self.runtime__device}' is not cpu, cuda or cuda:N")
         if self.model__short_side != 0 and self.model__short_side < 32:
@@ -102,6 +107,15 @@ class SeemParams:
             self.pipeline_config()
         except ValueError as exc:
             raise ValueError(f'pipeline: {exc}') from exc
+
+    def check_cameras(self) -> None:
+        cameras = self.cameras
+        if cameras == ('',):
+            return
+        bad = [c for c in cameras if not CAMERA_NAME.fullmatch(c)]
+        if bad or not cameras or len(set(cameras)) != len(cameras) or len(cameras) > MAX_CAMERAS:
+            raise ValueError(f'cameras: {list(cameras)} must be [\'\'] (one camera, topics without a prefix) or up '
+                             f'to {MAX_CAMERAS} distinct names of letters, digits and _ (starting with a letter)')
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any]) -> 'SeemParams':
@@ -154,6 +168,9 @@ class SeemParams:
 
 
 DESCRIPTIONS = {
+    'cameras': "camera names served by this node with one model: each camera's inputs are <camera>/image "
+               "(<camera>/depth, ...), its prompt topics ~/<camera>/prompt (...) and outputs ~/<camera>/objects "
+               "(...); [''] = one camera with today's unprefixed topics",
     'model.checkpoint': 'SEEM checkpoint file (official .pt format); required',
     'model.variant': "model variant: focalt | focall | tiny; '' = what the checkpoint says, else focalt",
     'model.version': "decoder version of the checkpoint: v1 | v0; '' = what the checkpoint says, else v1",

@@ -367,6 +367,33 @@ def test_worker_newest_item_wins_and_drops_are_counted():
     assert seen == [0, 3] and worker.dropped == 2 and errors == []
 
 
+def test_worker_serves_sources_round_robin_with_the_newest_item_of_each():
+    """A camera that submits on every frame does not starve one that submits rarely."""
+    seen, busy = [], threading.Event()
+
+    def handle(item):
+        seen.append(item)
+        busy.set()
+        time.sleep(0.02)
+
+    worker = LatestFrameWorker(handle, lambda exc: None)
+    worker.submit(('slow', 0), 'slow')
+    busy.wait(5)
+    for i in range(1, 30):                          # 'fast' submits far more often than it is served
+        worker.submit(('fast', i), 'fast')
+        if i % 10 == 0:
+            worker.submit(('slow', i), 'slow')
+        time.sleep(0.005)
+    deadline = time.monotonic() + 5
+    while ('slow', 20) not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop()
+    slow = [i for source, i in seen if source == 'slow']
+    assert slow == [0, 10, 20]                      # every slow item served (none was replaced)
+    fast = [i for source, i in seen if source == 'fast']
+    assert fast == sorted(fast) and worker.dropped_by['fast'] >= 29 - len(fast) - 1 and worker.dropped_by['slow'] == 0
+
+
 def test_worker_survives_errors():
     errors = []
     worker = LatestFrameWorker(lambda item: 1 / item, errors.append)

@@ -10,7 +10,7 @@ import pytest
 from seem_ros.prompts import ObjectPrompt, PromptError
 from seem_ros.ros.params import SeemParams
 from seem_ros.scenes import build_scene, depth_to_mm, render_frame
-from seem_ros.session import LoadError, load_session
+from seem_ros.session import LoadError, load_session, load_sessions
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = ROOT / 'models' / 'seem_tiny.pt'
@@ -92,3 +92,33 @@ def test_bad_depth_is_refused_and_a_mismatched_one_explained(session, scene):
     session.depth(np.full((64, 64), 1000, np.uint16), '16UC1', 5 * MS)
     out = session.process(session.frame(frame.rgb, 5 * MS, 'camera'))
     assert out.geometries is None and out.problem_is_error and 'differ in aspect ratio' in out.problem
+
+
+def test_cameras_share_one_model_and_each_matches_a_camera_of_its_own():
+    """Two cameras over one loaded model (load_sessions): ids unique across them, and each
+    camera's masks equal to those of a session that has the model to itself, on the same frames
+    and prompts, interleaved frame by frame as the node's worker serves them."""
+    left_scene, right_scene = (build_scene('demo', 0, width=W, height=H, frames=4),
+                               build_scene('occlusion', 3, width=W, height=H, frames=4))
+    left, right = load_sessions(params(**{'depth.enabled': False}), 2)
+    assert left.pipeline.predictor is right.pipeline.predictor
+    alone = {'left': load_session(params(**{'depth.enabled': False})),
+             'right': load_session(params(**{'depth.enabled': False}))}
+    shared = {'left': left, 'right': right}
+    masks = {key: [] for key in ('shared left', 'shared right', 'alone left', 'alone right')}
+    ids = {}
+    for index in range(4):
+        for camera, scene_ in (('left', left_scene), ('right', right_scene)):
+            frame = render_frame(scene_, index)
+            for kind, session in (('shared', shared[camera]), ('alone', alone[camera])):
+                processed = session.frame(frame.rgb, (index + 1) * 100 * MS, camera)
+                if index == 0:
+                    object_id, _ = session.add_prompt(click_on(frame, 2), stamp_ns=(index + 1) * 100 * MS)
+                    ids[kind, camera] = object_id
+                (obj,) = session.process(processed).result.objects
+                masks[f'{kind} {camera}'].append((obj.state, obj.mask))
+    assert ids['shared', 'left'] != ids['shared', 'right']           # one id pool across cameras
+    for camera in ('left', 'right'):
+        for (state, mask), (alone_state, alone_mask) in zip(masks[f'shared {camera}'], masks[f'alone {camera}']):
+            assert state == alone_state and np.array_equal(mask, alone_mask)
+        assert sum(mask.any() for _, mask in masks[f'shared {camera}']) >= 2      # found, not only LOST
