@@ -1,15 +1,19 @@
-"""Backend parity on camera-sized bags: generated 640x480 bags of every scenario replay on
+"""Backend parity on camera-sized bags: generated 640x480 bags replay on
 onnxruntime with every frame out and the same ids, states and masks as on torch (their referring
 patches, of another size than the camera, and the trackers' references go through the one
 exported size); a frame of a size that was not exported fails alone: counted, logged once, the
-others written."""
+others written.
+
+Scenarios: 'demo' (an occlusion, an exit and re-entry, and every prompt kind: text, click, box,
+referring patch) and 'random' (seeded paths with depth changes and exits); 'occlusion' and
+'exit_reentry' are the same events scripted apart, and are covered on torch by the tracking
+benchmark and on both backends by test/ros/test_node_tracking.py's demo bag."""
 import pytest
 
 from backend_parity import MODEL, assert_same_tracks, tracked
 from seem_ros.cli.main import main as seem_ros
 from seem_ros.replay.bagio import BagReader
 from seem_ros.runtime.export_cache import cached_export
-from seem_ros.scenes.render import SCENARIO_SECONDS
 
 pytestmark = pytest.mark.skipif(not MODEL.is_file(), reason='the shipped model is missing')
 
@@ -20,9 +24,9 @@ def graphs_640x480():
     return cached_export(MODEL, variant='tiny', version='v1', height=480, width=640, short_side=120)
 
 
-@pytest.mark.parametrize('scenario', sorted(SCENARIO_SECONDS))
+@pytest.mark.parametrize('scenario', ['demo', 'random'])
 def test_generated_640x480_bags_replay_alike_on_both_backends(scenario, graphs_640x480, tmp_path, capsys):
-    """Every scenario at 640x480 (its referring patch is of another size than the camera, and the
+    """A scenario at 640x480 (its referring patch is of another size than the camera, and the
     trackers' references go through the one exported size): every frame out on onnxruntime, no
     object's prompt failing, and the same ids, states and masks as eager torch."""
     bag = tmp_path / 'bag'
