@@ -72,17 +72,21 @@ class Page:
         self.wake.set()
 
     async def send_forever(self) -> None:
-        while not self.ws.closed:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.replies:
-                await self.ws.send_str(self.replies.pop(0))
-            for kind in list(self.latest):
-                payload = self.latest.pop(kind)
-                if isinstance(payload, bytes):
-                    await self.ws.send_bytes(payload)
-                else:
-                    await self.ws.send_str(str(payload))
+        """Send until the page goes away (a send to a closing connection ends it quietly)."""
+        try:
+            while not self.ws.closed:
+                await self.wake.wait()
+                self.wake.clear()
+                while self.replies:
+                    await self.ws.send_str(self.replies.pop(0))
+                for kind in list(self.latest):
+                    payload = self.latest.pop(kind)
+                    if isinstance(payload, bytes):
+                        await self.ws.send_bytes(payload)
+                    else:
+                        await self.ws.send_str(str(payload))
+        except (ConnectionError, RuntimeError):
+            pass                              # the page closed while a message was being sent
 
 
 class UiServer:
