@@ -25,7 +25,7 @@ from seem_ros.prompts import ObjectPrompt, PromptError
 from seem_ros.rasterize import rasterize
 from seem_ros.ros.conversions import COLOR_ENCODINGS, image_to_rgb, numpy_to_image
 from seem_ros.runtime import create_backend
-from seem_ros.runtime import export as ex
+from seem_ros.runtime.export_cache import cached_export
 from seem_ros.scenes.render import build_scene, render_frame
 
 CAMERA_SIZES = [(480, 640), (720, 1280), (301, 457)]
@@ -250,15 +250,12 @@ def test_segment_command_takes_camera_frames_and_camera_pixels(focalt, synthetic
 
 # ------------------------------------------------------------------------------------------ graphs
 @pytest.fixture(scope='module')
-def tiny_backends(tmp_path_factory):
-    """The shipped tiny model on torch and on its graphs exported for 640x480 at short side 120."""
+def tiny_backends():
+    """The shipped tiny model on torch and on its graphs exported for 640x480 at short side 120
+    (the export cache that the backend-parity, node and TensorRT-readiness tests share)."""
     torch_backend = create_backend('torch-cpu', checkpoint=TINY, variant='tiny')
-    out = tmp_path_factory.mktemp('camera_onnx')
-    cfg = ex.ExportConfig.of(torch_backend.model, 'tiny', p_max=4)
-    size = ex.padded_size(480, 640, short_side=120)
-    for kind, shape, precision in ex.plan(['encoder', 'text', 'decoder'], [size], ['fp32']):
-        ex.export_graph(torch_backend.model, cfg, kind, shape, out, precision=precision)
-    return torch_backend, create_backend('onnxruntime-cpu', onnx_dir=out)
+    graphs = cached_export(TINY, variant='tiny', version='v1', height=480, width=640, short_side=120)
+    return torch_backend, create_backend('onnxruntime-cpu', onnx_dir=graphs)
 
 
 def test_onnxruntime_graphs_take_camera_frames_and_camera_pixels_as_torch(tiny_backends):
