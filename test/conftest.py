@@ -46,14 +46,10 @@ def export_cache(tmp_path_factory):
 
 
 # The longest test files (minutes each: exports and end-to-end replays on both backends) are
-# collected first, so that parallel workers (pytest-xdist, whole files, in this order: `make test`
-# turns xdist's reordering by test count off) start them early and the short files fill in around
-# them instead of leaving one worker on a long file at the end. The first worker starts with the
-# file that exports the shipped model (the export cache's lock makes the others wait for it) and
-# goes on with the files that need that export; the second starts with long files that do not.
-LONGEST_FIRST = ('test_backend_parity_demo.py', 'test_export_onnx.py', 'test_node_tracking.py',
-                 'test_node_stress.py', 'test_backend_parity_bags.py', 'test_tensorrt_check.py',
-                 'test_camera_frames.py', 'test_ui_browser.py', 'test_replay.py')
+# collected first, so that parallel workers (pytest-xdist, whole files) start them early and the
+# short files fill in around them instead of leaving one worker on a long file at the end.
+LONGEST_FIRST = ('test_backend_parity_demo.py', 'test_backend_parity_bags.py', 'test_export_onnx.py',
+                 'test_node_tracking.py', 'test_camera_frames.py', 'test_replay.py')
 
 
 def pytest_configure(config):

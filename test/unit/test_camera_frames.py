@@ -245,7 +245,9 @@ def test_segment_command_takes_camera_frames_and_camera_pixels(focalt, synthetic
                                         point_labels=np.array([True]), boxes=prompt.boxes)])
     assert result['final_masks'].shape == (1, 480, 640)
     assert np.array_equal(result['final_masks'], want.masks)
-    np.testing.assert_array_equal(result['prev_mask'][0], want.prev_mask)
+    # logits of another process: equal up to float32 summation order (its kernels may differ in threads)
+    np.testing.assert_allclose(result['prev_mask'][0], want.prev_mask, rtol=0,
+                               atol=1e-5 * np.abs(want.prev_mask).max())
 
 
 # ------------------------------------------------------------------------------------------ graphs
